@@ -1,0 +1,1 @@
+"""Data formats, loaders, converters and the streaming input pipeline."""
