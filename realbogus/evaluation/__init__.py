@@ -1,0 +1,1 @@
+"""Evaluation: ROC metrics, bootstrap intervals, breakdowns and their plots."""
