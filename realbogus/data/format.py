@@ -8,7 +8,8 @@ Layout (format version 1.0)::
     sensor_id   int16   (N,)            detector 0..83 (-1 unknown)
     kind        int16   (N,)            index into the file attribute ``kind_names``
     mag         float32 (N,)            magnitude of the (injected) source, NaN where none
-    <extra>     any 1-D (N,)            optional per-sample columns (e.g. ``fwhm_new``)
+    <extra>     any 1-D (N,)            optional per-sample columns (e.g. ``fwhm_new``, ``candid``);
+                                        text columns are variable-length UTF-8 strings
 
 File attributes: ``format`` ("realbogus"), ``format_version``, ``channel_order``
 ("new,ref,diff"), ``pixel_scale_arcsec``, ``kind_names`` (list of str), ``seed`` (-1 if not
@@ -55,6 +56,24 @@ CORE_FIELDS: dict[str, str] = {
     "mag": "float32",
 }
 OPTIONAL_FIELDS: dict[str, str] = {"true_label": "int8"}
+
+
+def _is_text_dtype(dtype) -> bool:
+    """Whether a declared column dtype holds text (numpy str/bytes, ``str`` or object)."""
+    if dtype is str:
+        return True
+    try:
+        return np.dtype(dtype).kind in "USO"
+    except TypeError:
+        return False
+
+
+def _publish(tmp: Path, path: Path) -> None:
+    """Give ``tmp`` the usual permissions of a new file (mkstemp makes it private) and rename it."""
+    umask = os.umask(0)
+    os.umask(umask)
+    os.chmod(tmp, 0o666 & ~umask)
+    os.replace(tmp, path)
 
 
 def check_images(images: np.ndarray, source: str) -> np.ndarray:
@@ -136,18 +155,32 @@ class DatasetWriter:
         fd, tmp = tempfile.mkstemp(prefix=f".{self.path.name}.", suffix=".tmp", dir=self.path.parent)
         os.close(fd)
         self._tmp = Path(tmp)
-        self._file = h5py.File(self._tmp, "w")
+        self._file = None
+        try:
+            self._file = h5py.File(self._tmp, "w")
+            self._create(attrs, chunk_rows, with_true_label, extra_fields)
+        except BaseException:
+            self.abort()
+            raise
+
+    def _create(self, attrs, chunk_rows, with_true_label, extra_fields) -> None:
+        import h5py
+
         self.n_rows = 0
         self._fields = dict(CORE_FIELDS)
         if with_true_label:
             self._fields.update(OPTIONAL_FIELDS)
         self._fields.update(extra_fields or {})
+        # Text columns (identifiers such as object names) are stored as variable-length UTF-8.
+        self._text = {name for name, dtype in self._fields.items() if _is_text_dtype(dtype)}
         f = self._file
         f.create_dataset(
             "images", shape=(0, *STAMP_SHAPE), maxshape=(None, *STAMP_SHAPE), dtype="float32",
             chunks=(chunk_rows, *STAMP_SHAPE),
         )
         for name, dtype in self._fields.items():
+            if name in self._text:
+                dtype = h5py.string_dtype("utf-8")
             f.create_dataset(name, shape=(0,), maxshape=(None,), dtype=dtype, chunks=(max(chunk_rows, 4096),))
         base = {
             "format": "realbogus",
@@ -179,6 +212,8 @@ class DatasetWriter:
         ds[start:stop] = images
         for name in self._fields:
             col = np.asarray(columns[name]).reshape(-1)
+            if name in self._text:
+                col = np.array([v.decode("utf-8") if isinstance(v, bytes) else str(v) for v in col], dtype=object)
             if col.shape[0] != n:
                 raise ValueError(f"column {name!r} has {col.shape[0]} rows, images have {n}")
             d = self._file[name]
@@ -188,15 +223,20 @@ class DatasetWriter:
 
     def close(self) -> Path:
         """Finish the file and move it into place; return its path."""
-        self._file.attrs["n_rows"] = self.n_rows
-        self._file.close()
-        os.replace(self._tmp, self.path)
+        try:
+            self._file.attrs["n_rows"] = self.n_rows
+            self._file.close()
+            _publish(self._tmp, self.path)
+        except BaseException:
+            self.abort()
+            raise
         return self.path
 
     def abort(self) -> None:
         """Discard the partial file."""
         try:
-            self._file.close()
+            if self._file is not None:
+                self._file.close()
         finally:
             self._tmp.unlink(missing_ok=True)
 
@@ -274,6 +314,8 @@ class H5Dataset:
             if name not in f:
                 raise DataError(f"{self.path}: missing dataset {name!r}")
         for name, ds in f.items():
+            if not hasattr(ds, "shape"):
+                raise DataError(f"{self.path}: unexpected group {name!r}; not a realbogus file")
             if name != "images" and (ds.ndim != 1 or ds.shape[0] != self.n):
                 raise DataError(f"{self.path}: dataset {name!r} has shape {ds.shape}, expected ({self.n},)")
         version = str(f.attrs.get("format_version", ""))
@@ -301,10 +343,20 @@ class H5Dataset:
 
     # -- data
     def column(self, name: str) -> np.ndarray:
-        """Read one whole per-sample column."""
+        """Read one whole per-sample column (text columns come back as ``str`` arrays)."""
+        import h5py
+
         if name not in self._file or name == "images":
             raise DataError(f"{self.path}: no column {name!r} (has {', '.join(self.fields)})")
-        return self._file[name][...]
+        ds = self._file[name]
+        try:
+            if h5py.check_string_dtype(ds.dtype) is not None:
+                return np.asarray(ds.asstr()[...], dtype=str)
+            return ds[...]
+        except OSError as exc:
+            raise DataError(
+                f"{self.path}: cannot read column {name!r} ({exc}); the file may be truncated"
+            ) from None
 
     def images(self, rows: slice | Sequence[int] | np.ndarray | None = None) -> np.ndarray:
         """Read stamps for ``rows`` (a slice, an index array in any order, or all)."""
