@@ -175,9 +175,9 @@ def run_training(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
     import keras
     import tensorflow as tf
 
-    from realbogus.data.format import open_dataset
     from realbogus.evaluation.report import write_evaluation, write_predictions
     from realbogus.evaluation.scoring import score_dataset
+    from realbogus.label_errors import prepare_labels
     from realbogus.simulation import ensure_dataset
     from realbogus.training.callbacks import load_state
 
@@ -208,11 +208,13 @@ def run_training(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
 
     # --- data: a stratified validation split of the training file drives early stopping
     train_path, test_path = ensure_dataset(cfg.data)
-    with open_dataset(train_path) as ds:
-        labels = ds.column("label").astype(np.int32)
-    fit_rows, val_rows = split_train_validation(labels, float(tr.validation_fraction), int(cfg.seed))
+    # Labels after label cleaning and treatment (stage 1 of the paper's two-stage training):
+    # every row with its given label unless cleaning is on; then split the rows kept.
+    rows, labels = prepare_labels(cfg, train_path, run_dir)
+    fit_pos, val_pos = split_train_validation(labels, float(tr.validation_fraction), int(cfg.seed))
+    fit_rows, val_rows = rows[fit_pos], rows[val_pos]
 
-    model = fit_network(cfg, train_path, fit_rows, labels[fit_rows], val_rows, labels[val_rows], run_dir)
+    model = fit_network(cfg, train_path, fit_rows, labels[fit_pos], val_rows, labels[val_pos], run_dir)
     state = load_state(run_dir / "checkpoint")
 
     # --- the network alone is saved: it reloads without the training wrapper
