@@ -1,0 +1,1 @@
+"""Plots shared by reports, notebooks and the figure scripts."""

@@ -1,0 +1,137 @@
+"""Real point sources: injected artificial sources (training) and actual transients (test).
+
+Every renderer takes ``(scene, rows, rng, cfg)``: it adds its sources to the stamps ``rows`` of a
+:class:`~realbogus.simulation.scenes.Scene` and records ``mag`` and ``host_offset`` (arcsec).
+The detection, and so the stamp's centre, is the transient itself.
+
+- ``galx_artificial_real``: a point source injected on or around a catalogued galaxy (a fifth at
+  the nucleus, the rest anywhere out to twice the effective radius).
+- ``rand_artificial_real``: a point source injected at a random position (it may land on a
+  field star or galaxy by chance, as in the survey).
+- ``sn_in_host``: a supernova; its offset from the host follows the host's exponential light.
+- ``sn_hostless``: no visible host (half of them have a faint, compact one).
+- ``nuclear_transient``: at the nucleus of a concentrated galaxy (tidal disruptions, AGN flares).
+
+Injection magnitudes are uniform from ``train_mag_bright`` to just past each image's 5-sigma
+limit; actual transients follow a TNS-like steep count ``dN/dm ~ 10^(slope m)`` down to about
+the limit, so most are faint and many lie close to the detection threshold.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from realbogus.simulation.scenes import PIXEL_SCALE, Scene, mag_to_flux, powerlaw_mags
+
+__all__ = [
+    "RENDERERS",
+    "draw_host",
+    "add_host",
+    "inject",
+    "train_mags",
+    "transient_mags",
+]
+
+
+def draw_host(rng: np.random.Generator, n: int, mag_range=(14.0, 20.0), concentrated: bool = False) -> dict:
+    """Draw host-galaxy parameters: brighter galaxies are larger.
+
+    Returns a dict of arrays ``mag, r_e`` (pixels), ``n_sersic, q, theta``.
+    """
+    mag = rng.uniform(mag_range[0], mag_range[1], n)
+    r_e_arcsec = np.clip(3.0 * 10.0 ** (-0.2 * (mag - 16.0)) * np.exp(rng.normal(0.0, 0.35, n)), 0.7, 15.0)
+    if concentrated:
+        n_sersic = rng.uniform(2.0, 4.0, n)
+    else:
+        n_sersic = np.where(rng.random(n) < 0.6, rng.uniform(0.8, 1.5, n), rng.uniform(1.5, 4.0, n))
+    return {
+        "mag": mag,
+        "r_e": r_e_arcsec / PIXEL_SCALE,
+        "n_sersic": n_sersic,
+        "q": rng.uniform(0.3, 1.0, n),
+        "theta": rng.uniform(0.0, np.pi, n),
+    }
+
+
+def add_host(scene: Scene, rows, rng: np.random.Generator, host: dict, offset_px) -> None:
+    """Place hosts so that the transient at the detection position is ``offset_px`` from the nucleus."""
+    c = scene.c
+    angle = rng.uniform(0.0, 2.0 * np.pi, len(rows))
+    gx = c.cx[rows] - offset_px * np.cos(angle)
+    gy = c.cy[rows] - offset_px * np.sin(angle)
+    flux = mag_to_flux(host["mag"], c.flux_zp[rows])
+    scene.add_galaxy(rows, gx, gy, flux, host["r_e"], host["n_sersic"], host["q"], host["theta"])
+    scene.host_offset[rows] = offset_px * PIXEL_SCALE
+
+
+def inject(scene: Scene, rows, mag, axis_ratio=None, theta=None) -> None:
+    """Add a point source of magnitude ``mag`` at the detection position, in the new image only."""
+    c = scene.c
+    flux = mag_to_flux(mag, c.flux_zp[rows])
+    scene.new[rows] += scene.psf_new(rows, c.cx[rows], c.cy[rows], flux, axis_ratio=axis_ratio, theta=theta)
+    scene.mag[rows] = mag
+
+
+def train_mags(scene: Scene, rows, rng: np.random.Generator, cfg: dict) -> np.ndarray:
+    """Injection magnitudes: uniform from the bright end to just past each image's limit."""
+    r = cfg["reals"]
+    hi = scene.c.limit_mag[rows] + r["train_mag_faint"]
+    lo = np.minimum(r["train_mag_bright"], hi - 1.0)
+    return rng.uniform(lo, hi)
+
+
+def transient_mags(scene: Scene, rows, rng: np.random.Generator, cfg: dict, faint_offset=None) -> np.ndarray:
+    """TNS-like magnitudes: ``dN/dm ~ 10^(slope m)`` between the bright end and the limit."""
+    r = cfg["reals"]
+    faint = r["test_mag_faint"] if faint_offset is None else faint_offset
+    hi = scene.c.limit_mag[rows] + faint
+    lo = np.minimum(r["test_mag_bright"], hi - 1.0)
+    return powerlaw_mags(rng, lo, hi, r["test_mag_slope"])
+
+
+def _galx_artificial_real(scene, rows, rng, cfg):
+    n = len(rows)
+    host = draw_host(rng, n, (14.0, 19.5))
+    nucleus = rng.random(n) < 0.2
+    offset = np.where(nucleus, np.abs(rng.normal(0.0, 0.3, n)), rng.uniform(0.0, 2.0, n) * host["r_e"])
+    add_host(scene, rows, rng, host, offset)
+    inject(scene, rows, train_mags(scene, rows, rng, cfg))
+
+
+def _rand_artificial_real(scene, rows, rng, cfg):
+    inject(scene, rows, train_mags(scene, rows, rng, cfg))
+
+
+def _sn_in_host(scene, rows, rng, cfg):
+    n = len(rows)
+    host = draw_host(rng, n, (14.0, 20.5))
+    # Offsets follow an exponential disk's light: r ~ Gamma(2, h), h = r_e / 1.678.
+    offset = rng.gamma(2.0, host["r_e"] / 1.678)
+    add_host(scene, rows, rng, host, offset)
+    inject(scene, rows, transient_mags(scene, rows, rng, cfg))
+
+
+def _sn_hostless(scene, rows, rng, cfg):
+    n = len(rows)
+    faint = np.flatnonzero(rng.random(n) < 0.5)
+    if faint.size:
+        host = draw_host(rng, faint.size, (20.5, 22.5))
+        host["r_e"] = np.minimum(host["r_e"], 1.5 / PIXEL_SCALE)
+        add_host(scene, rows[faint], rng, host, rng.uniform(0.0, 3.0, faint.size) * host["r_e"])
+    inject(scene, rows, transient_mags(scene, rows, rng, cfg))
+
+
+def _nuclear_transient(scene, rows, rng, cfg):
+    n = len(rows)
+    host = draw_host(rng, n, (14.0, 19.0), concentrated=True)
+    add_host(scene, rows, rng, host, np.abs(rng.normal(0.0, 0.25, n)))
+    inject(scene, rows, transient_mags(scene, rows, rng, cfg))
+
+
+RENDERERS = {
+    "galx_artificial_real": _galx_artificial_real,
+    "rand_artificial_real": _rand_artificial_real,
+    "sn_in_host": _sn_in_host,
+    "sn_hostless": _sn_hostless,
+    "nuclear_transient": _nuclear_transient,
+}
