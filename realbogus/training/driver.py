@@ -93,8 +93,10 @@ def _check_resumable(run_dir: Path, cfg: DictConfig) -> dict | None:
         return None
     with open(state_path) as fh:
         state = json.load(fh)
-    old = OmegaConf.load(run_dir / "run_config.yaml")
-    diffs = _config_diff(OmegaConf.to_container(old, resolve=True), OmegaConf.to_container(cfg, resolve=True))
+    old = OmegaConf.to_container(OmegaConf.load(run_dir / "run_config.yaml"), resolve=True)
+    # Runs from before label-noise injection existed trained on the labels as given.
+    old.setdefault("label_noise", {"mode": "none", "run_tag": ""})
+    diffs = _config_diff(old, OmegaConf.to_container(cfg, resolve=True))
     diffs = [d for d in diffs if not d.startswith(_RESUME_NEUTRAL)]
     if diffs:
         raise ConfigError(
@@ -178,6 +180,7 @@ def run_training(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
     from realbogus.evaluation.report import write_evaluation, write_predictions
     from realbogus.evaluation.scoring import score_dataset
     from realbogus.label_errors import prepare_labels
+    from realbogus.label_noise import inject_label_noise
     from realbogus.simulation import ensure_dataset
     from realbogus.training.callbacks import load_state
 
@@ -208,9 +211,11 @@ def run_training(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
 
     # --- data: a stratified validation split of the training file drives early stopping
     train_path, test_path = ensure_dataset(cfg.data)
+    # Injected label noise (robustness studies) replaces the given labels; None keeps the file's.
+    given = inject_label_noise(cfg, train_path, run_dir)
     # Labels after label cleaning and treatment (stage 1 of the paper's two-stage training):
     # every row with its given label unless cleaning is on; then split the rows kept.
-    rows, labels = prepare_labels(cfg, train_path, run_dir)
+    rows, labels = prepare_labels(cfg, train_path, run_dir, given_labels=given)
     fit_pos, val_pos = split_train_validation(labels, float(tr.validation_fraction), int(cfg.seed))
     fit_rows, val_rows = rows[fit_pos], rows[val_pos]
 
