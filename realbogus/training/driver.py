@@ -233,6 +233,10 @@ def run_training(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
     predictions = score_dataset(model.network, test_path, batch_size=int(tr.eval_batch_size), progress=progress)
     title = f"{cfg.model.name} + {cfg.loss.name} ({cfg.data.name})"
     metrics = write_evaluation(run_dir, predictions, title=title, n_bootstrap=int(tr.n_bootstrap), seed=int(cfg.seed))
+    # Deployment extras: temperature calibration, reliability diagram, model card (also inside model.keras).
+    from realbogus.deploy.finalize import finalize_run
+
+    finalize_run(run_dir, network=model.network)
     save_json(run_dir / "run_state.json", {
         "status": "done",
         "epochs_trained": state["epoch"],

@@ -1,0 +1,255 @@
+"""Model cards: what a saved network expects, how it was trained, and how well it does.
+
+A card is a JSON document. It is written beside the model as ``model_card.json`` and also
+stored inside the ``.keras`` file itself, as an extra member ``model_card.json`` of the zip
+archive (Keras reads only the members it knows, so the file loads as before). A ``.keras`` file
+copied on its own therefore still says what it is; :func:`read_card` reads the card back with
+the standard library only, without loading TensorFlow.
+
+Fields (format ``realbogus-model-card/1``)
+------------------------------------------
+``model``         name, builder settings (``conf/model/<name>.yaml``), parameter count
+``input``         shape (29, 29, 3), dtype, channel order (new, ref, diff), units, pixel scale
+``normalisation`` the per-stamp, per-channel min-max scaling done inside the network
+``output``        logits [bogus, real], the score and the calibrated score
+``training``      data set name, source and folder; the run's complete resolved config
+``test_metrics``  the run's ``metrics.json`` (AUC, FPR at TPR targets, bogus per night, ...)
+``thresholds``    score thresholds at TPR 0.9, 0.95 and 0.99 on the test split with their FPR
+``roc``           the test ROC curve (thresholds included), for operating points chosen later
+``calibration``   the fitted temperature and Brier scores before and after (or null)
+``versions``      realbogus, TensorFlow, Keras, NumPy, Python
+``created``       UTC time the card was written
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+import json
+import os
+import platform
+import zipfile
+from pathlib import Path
+from typing import Mapping
+
+import numpy as np
+
+from realbogus.errors import DataError
+from realbogus.io import atomic_path, save_json, to_jsonable
+
+__all__ = [
+    "CARD_FORMAT",
+    "CARD_NAME",
+    "MODEL_FILE",
+    "versions",
+    "build_card",
+    "embed_card",
+    "read_card",
+    "write_card",
+]
+
+CARD_FORMAT = "realbogus-model-card/1"
+#: Name of the card both beside the model and as a member of the ``.keras`` archive.
+CARD_NAME = "model_card.json"
+MODEL_FILE = "model.keras"
+
+
+def versions() -> dict[str, str]:
+    """Versions of the software a model was made with."""
+    import importlib.metadata as md
+
+    out = {"python": platform.python_version(), "numpy": np.__version__}
+    for name in ("realbogus", "tensorflow", "keras"):
+        try:
+            out[name] = md.version(name)
+        except md.PackageNotFoundError:
+            out[name] = None
+    return out
+
+
+def _now() -> str:
+    return _dt.datetime.now(_dt.timezone.utc).replace(microsecond=0).isoformat().replace("+00:00", "Z")
+
+
+def _read_json(path: Path) -> dict | None:
+    if not path.is_file():
+        return None
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError) as exc:
+        raise DataError(f"{path}: not readable JSON ({exc})") from None
+
+
+def _pixel_scale(data_cfg: Mapping) -> float | None:
+    """Pixel scale recorded in the training file, if it can be opened."""
+    from realbogus.data.format import DEFAULT_PIXEL_SCALE
+
+    directory = data_cfg.get("dir")
+    if not directory:
+        return DEFAULT_PIXEL_SCALE
+    path = Path(str(directory)) / "train.h5"
+    if not path.is_file():
+        return DEFAULT_PIXEL_SCALE
+    try:
+        from realbogus.data.format import open_dataset
+
+        with open_dataset(path) as ds:
+            return float(ds.attrs.get("pixel_scale_arcsec", DEFAULT_PIXEL_SCALE))
+    except (DataError, OSError, ValueError):
+        return DEFAULT_PIXEL_SCALE
+
+
+def build_card(run_dir: str | os.PathLike, calibration: Mapping | None = None, n_parameters: int | None = None,
+               predictions: Mapping | None = None) -> dict:
+    """Assemble the card of a finished run folder.
+
+    Parameters
+    ----------
+    run_dir
+        Run folder with ``run_config.yaml``, ``metrics.json`` and ``predictions.csv``.
+    calibration
+        Content of ``calibration.json`` (None: no temperature).
+    n_parameters
+        Parameter count of the network (None: not recorded).
+    predictions
+        The test predictions (default: read from ``predictions.csv``).
+
+    Returns
+    -------
+    dict
+        The card (JSON-ready).
+    """
+    from omegaconf import OmegaConf
+
+    from realbogus.data.format import STAMP_SHAPE
+    from realbogus.deploy import thresholds as T
+    from realbogus.evaluation.report import read_predictions
+
+    run_dir = Path(run_dir)
+    config_path = run_dir / "run_config.yaml"
+    if not config_path.is_file():
+        raise DataError(f"{config_path}: no such file (a finished run folder holds it)")
+    config = OmegaConf.to_container(OmegaConf.load(config_path), resolve=True)
+    metrics = _read_json(run_dir / "metrics.json")
+    if metrics is None:
+        raise DataError(f"{run_dir / 'metrics.json'}: no such file (evaluate the run first)")
+    if predictions is None:
+        predictions = read_predictions(run_dir)
+    model_cfg = dict(config.get("model") or {})
+    data_cfg = dict(config.get("data") or {})
+    detections = float(metrics.get("bogus_detections_per_night") or T.DEFAULT_DETECTIONS_PER_NIGHT)
+    thresholds = T.card_thresholds(predictions["score"], predictions["label"], detections)
+    roc = T.curve_points(predictions["score"], predictions["label"])
+    roc["source"] = "predictions.csv (test split), label column"
+    calib = None
+    if calibration is not None:
+        temperature = float(calibration["temperature"])
+        from realbogus.deploy.calibration import apply_temperature
+
+        for point in thresholds.values():
+            point["calibrated_threshold"] = float(apply_temperature(point["threshold"], temperature))
+        calib = {
+            "temperature": temperature,
+            "method": calibration.get("method"),
+            "validation": calibration.get("validation"),
+            "test": calibration.get("test"),
+        }
+    card = {
+        "card_format": CARD_FORMAT,
+        "created": _now(),
+        "model": {
+            "name": model_cfg.get("name"),
+            "file": MODEL_FILE,
+            "config": model_cfg,
+            "parameters": n_parameters,
+        },
+        "input": {
+            "shape": list(STAMP_SHAPE),
+            "dtype": "float32",
+            "channel_order": ["new", "ref", "diff"],
+            "units": "raw counts (ADU) of the new (science) and reference images and their difference; "
+                     "no scaling or background subtraction needed",
+            "pixel_scale_arcsec": _pixel_scale(data_cfg),
+            "masked_pixels": "not accepted (NaN/inf); replace them first, e.g. predict nan_policy=fill",
+        },
+        "normalisation": {
+            "method": "each stamp and channel min-max scaled to [0, 1] by the network's first layer "
+                      "(StampNormalization); flat channels map to 0",
+            "epsilon": model_cfg.get("normalization_epsilon"),
+        },
+        "output": {
+            "logits": ["bogus", "real"],
+            "score": "softmax(logits)[:, 1], the probability of real; candidate when score >= threshold",
+            "calibrated_score": "sigmoid((logit_real - logit_bogus) / temperature)" if calib else None,
+        },
+        "training": {
+            "data": {"name": data_cfg.get("name"), "source": data_cfg.get("source"), "dir": data_cfg.get("dir")},
+            "loss": (config.get("loss") or {}).get("name"),
+            "run_name": config.get("run_name"),
+            "seed": config.get("seed"),
+            "config": config,
+        },
+        "test_metrics": metrics,
+        "thresholds": thresholds,
+        "roc": roc,
+        "calibration": calib,
+        "versions": versions(),
+    }
+    return to_jsonable(card)
+
+
+def embed_card(keras_path: str | os.PathLike, card: Mapping) -> Path:
+    """Store ``card`` inside a ``.keras`` archive as the member ``model_card.json`` (atomically).
+
+    The archive is rewritten with every other member unchanged, so a card written earlier is
+    replaced rather than duplicated.
+    """
+    keras_path = Path(keras_path)
+    if not keras_path.is_file():
+        raise DataError(f"{keras_path}: no such file")
+    payload = json.dumps(to_jsonable(card), indent=2).encode() + b"\n"
+    try:
+        with zipfile.ZipFile(keras_path) as src, atomic_path(keras_path) as tmp:
+            with zipfile.ZipFile(tmp, "w") as dst:
+                for info in src.infolist():
+                    if info.filename != CARD_NAME:
+                        dst.writestr(info, src.read(info))
+                dst.writestr(CARD_NAME, payload, compress_type=zipfile.ZIP_DEFLATED)
+    except zipfile.BadZipFile as exc:
+        raise DataError(f"{keras_path}: not a .keras archive ({exc})") from None
+    return keras_path
+
+
+def read_card(path: str | os.PathLike) -> dict | None:
+    """Read the card of a ``.keras`` file or a run folder (None if there is none).
+
+    For a run folder the card inside its ``model.keras`` is preferred, then ``model_card.json``.
+    Only the standard library is used: no TensorFlow import.
+
+    Raises
+    ------
+    DataError
+        The path is missing, not a zip archive, or the card is not valid JSON.
+    """
+    path = Path(path)
+    if path.is_dir():
+        inside = read_card(path / MODEL_FILE) if (path / MODEL_FILE).is_file() else None
+        return inside if inside is not None else _read_json(path / CARD_NAME)
+    if not path.is_file():
+        raise DataError(f"{path}: no such file")
+    try:
+        with zipfile.ZipFile(path) as zf:
+            if CARD_NAME not in zf.namelist():
+                return None
+            return json.loads(zf.read(CARD_NAME))
+    except zipfile.BadZipFile:
+        raise DataError(f"{path}: not a .keras archive (not a zip file)") from None
+    except ValueError as exc:
+        raise DataError(f"{path}: member {CARD_NAME} is not valid JSON ({exc})") from None
+
+
+def write_card(run_dir: str | os.PathLike, card: Mapping) -> Path:
+    """Write ``card`` as ``run_dir/model_card.json`` and into ``run_dir/model.keras``."""
+    run_dir = Path(run_dir)
+    embed_card(run_dir / MODEL_FILE, card)
+    return save_json(run_dir / CARD_NAME, card)

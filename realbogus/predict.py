@@ -1,0 +1,389 @@
+"""Score candidate stamps with a trained model: ``python -m realbogus.predict model=M input=I output=O``.
+
+Examples::
+
+    # a run folder's model on a night's candidates; scores in input order
+    python -m realbogus.predict model=experiments/train/quick-complex-ce_ech_vat-s0 \\
+        input=night.npz output=night_scores.csv
+    # flag candidates so that about 100 bogus a night get through out of 10^6 detections
+    python -m realbogus.predict model=RUN input=cutouts/ output=cands.csv bogus_per_night=100
+    # keep 95% of real transients; HDF5 output; a .keras file on its own (its model card is used)
+    python -m realbogus.predict model=model.keras input=data/custom/test.h5 output=s.h5 target_tpr=0.95
+
+Inputs (see :mod:`realbogus.data.loaders`): our HDF5 files, ``.npy`` stacks and ``.npz``
+archives (``images`` (N, 29, 29, 3), channels new, ref, diff), the published Zenodo layout, and
+FITS cutouts (one file, one triplet or a directory). Stamps are read and scored block by block,
+so memory stays bounded whatever the input's size.
+
+Output (CSV or HDF5, by suffix), one row per input stamp in input order:
+``index`` (row in the input), the input's own per-sample columns (identifiers such as
+``candid``, ``objectId`` or ``name``, and ``label``, ``sensor_id``, ``kind``, ``mag`` when it
+has them), ``score`` (probability of real, float64), ``calibrated_score`` (when the model has a
+temperature) and ``is_candidate`` (1/0, when an operating point was chosen). Beside it,
+``<output>.meta.json`` records the model, the operating point with its expected TPR and FPR,
+the candidate count and the speed. Both appear complete or not at all.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import os
+import sys
+import time
+from pathlib import Path
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+import hydra
+import numpy as np
+from hydra.core.config_store import ConfigStore
+from omegaconf import DictConfig, OmegaConf
+
+from realbogus.errors import ConfigError, DataError, report_errors
+
+__all__ = ["predict_file", "resolve_model", "predict", "main"]
+
+_CSV_SUFFIXES = (".csv",)
+_H5_SUFFIXES = (".h5", ".hdf5")
+DEFAULT_BATCH_SIZE = 512
+#: Stamps per block read from the input (a multiple of the batch size is used).
+DEFAULT_BLOCK_ROWS = 4096
+
+
+def meta_path(output: str | os.PathLike) -> Path:
+    """Where the metadata of ``output`` goes: ``<output>.meta.json``."""
+    output = Path(output)
+    return output.with_name(output.name + ".meta.json")
+
+
+def resolve_model(path: str | os.PathLike) -> tuple[Path, Path | None]:
+    """``(keras_file, run_folder or None)`` for a ``model=`` path.
+
+    Raises
+    ------
+    DataError
+        The path does not exist, a folder holds no ``model.keras``, or a file is not ``.keras``.
+    """
+    path = Path(path)
+    if not path.exists():
+        raise DataError(f"{path}: no such run folder or model file")
+    if path.is_dir():
+        keras_path = path / "model.keras"
+        if not keras_path.is_file():
+            raise DataError(f"{path}: no model.keras in this folder (model= takes a run folder or a .keras file)")
+        return keras_path, path
+    if path.suffix != ".keras":
+        raise DataError(f"{path}: not a .keras file (model= takes a run folder or a .keras file)")
+    return path, None
+
+
+def _temperature(run_dir: Path | None, card: dict | None) -> float | None:
+    if run_dir is not None and (run_dir / "calibration.json").is_file():
+        try:
+            with open(run_dir / "calibration.json") as fh:
+                return float(json.load(fh)["temperature"])
+        except (OSError, ValueError, KeyError, TypeError) as exc:
+            raise DataError(f"{run_dir / 'calibration.json'}: unreadable ({exc})") from None
+    if card and card.get("calibration"):
+        return float(card["calibration"]["temperature"])
+    return None
+
+
+def _operating_point(request, detections: float, run_dir: Path | None, keras_path: Path, card: dict | None):
+    """The operating point for ``request`` from the run's test predictions, else the model card."""
+    from realbogus.deploy import thresholds as T
+
+    if request is None:
+        return None
+    mode, value = request
+    if run_dir is not None and (run_dir / "predictions.csv").is_file():
+        from realbogus.evaluation.report import read_predictions
+
+        ref = read_predictions(run_dir)
+        fpr, tpr, thr, n_real, n_bogus = T.roc_points(ref["score"], ref["label"])
+        return T.operating_point_from_curve(fpr, tpr, thr, n_real, n_bogus, mode, value, detections,
+                                            reference=f"{run_dir / 'predictions.csv'} (test split)")
+    if card and card.get("roc"):
+        return T.from_card_curve(card["roc"], mode, value, detections, reference=f"{keras_path} (model card ROC curve)")
+    if mode == "threshold":
+        nan = float("nan")
+        return T.OperatingPoint(mode, value, value, nan, nan, nan, detections, nan, nan, 0, 0, "none", False,
+                                ["no reference set (no run folder predictions, no model card): rates unknown"])
+    raise DataError(
+        f"{keras_path}: {mode}= needs reference results: give the run folder (with predictions.csv) "
+        "or a .keras file carrying a model card"
+    )
+
+
+def _output_columns(src, scores, calibrated, candidate, n_masked) -> dict[str, np.ndarray]:
+    from realbogus.data.kinds import KIND_NAMES
+
+    cols: dict[str, np.ndarray] = {"index": np.arange(src.n, dtype=np.int64)}
+    for name, col in src.columns.items():
+        if name in ("index", "score", "calibrated_score", "is_candidate"):
+            name = f"input_{name}"
+        col = np.asarray(col)
+        if name == "kind" and col.dtype.kind in "iu":
+            names = np.asarray(src.attrs.get("kind_names") or KIND_NAMES)
+            col = names[np.clip(col, 0, names.size - 1)]
+        cols[name] = col
+    if n_masked is not None:
+        cols["n_masked"] = n_masked
+    cols["score"] = scores
+    if calibrated is not None:
+        cols["calibrated_score"] = calibrated
+    if candidate is not None:
+        cols["is_candidate"] = candidate.astype(np.int8)
+    return cols
+
+
+def _text(col: np.ndarray) -> list[str]:
+    if col.dtype.kind == "f":
+        if col.dtype == np.float64:
+            return ["" if not np.isfinite(v) else repr(v) for v in col.tolist()]
+        return ["" if not np.isfinite(v) else f"{v:.7g}" for v in col.tolist()]
+    if col.dtype.kind == "S":
+        return [v.decode("utf-8", "replace") for v in col.tolist()]
+    return [str(v) for v in col.tolist()]
+
+
+def _write_csv(path: Path, cols: dict[str, np.ndarray]) -> None:
+    import csv
+
+    from realbogus.io import atomic_write
+
+    names = list(cols)
+    with atomic_write(path, newline="") as fh:
+        writer = csv.writer(fh, lineterminator="\n")
+        writer.writerow(names)
+        n = len(cols["index"])
+        step = 65536
+        for s in range(0, n, step):
+            writer.writerows(zip(*(_text(cols[k][s:s + step]) for k in names)))
+
+
+def _write_h5(path: Path, cols: dict[str, np.ndarray], attrs: dict) -> None:
+    import h5py
+
+    from realbogus.io import atomic_path
+
+    with atomic_path(path) as tmp:
+        with h5py.File(tmp, "w") as f:
+            for name, col in cols.items():
+                if col.dtype.kind in "USO":
+                    data = np.asarray([v.decode("utf-8", "replace") if isinstance(v, bytes) else str(v) for v in col],
+                                      dtype=object)
+                    f.create_dataset(name, data=data, dtype=h5py.string_dtype("utf-8"))
+                else:
+                    f.create_dataset(name, data=col)
+            for key, value in attrs.items():
+                f.attrs[key] = value
+
+
+def predict_file(
+    model: str | os.PathLike,
+    input: str | os.PathLike,
+    output: str | os.PathLike,
+    threshold: float | None = None,
+    target_tpr: float | None = None,
+    bogus_per_night: float | None = None,
+    detections_per_night: float = 1e6,
+    overwrite: bool = False,
+    batch_size: int | None = None,
+    precision: str = "auto",
+    nan_policy: str = "error",
+    max_masked_fraction: float = 0.25,
+    layout: str = "auto",
+    split: str | None = None,
+    block_rows: int | None = None,
+    progress: bool = False,
+) -> dict:
+    """Score every stamp of ``input`` with ``model`` and write ``output`` and its ``.meta.json``.
+
+    Parameters are those of ``conf/predict.yaml``. Everything that can be checked before the
+    network is loaded is checked first (options, output path, model path, the input's format
+    and its first block), so most mistakes fail within a second.
+
+    Returns
+    -------
+    dict
+        The content of the ``.meta.json`` file.
+
+    Raises
+    ------
+    ConfigError, DataError
+        Invalid options; missing model; unreadable, truncated or malformed input (wrong stamp
+        size or channel count, NaN/inf pixels under ``nan_policy=error``); existing output
+        without ``overwrite``. Nothing is written then.
+    """
+    from realbogus.data.loaders import NAN_POLICIES, open_stamps
+    from realbogus.deploy import thresholds as T
+    from realbogus.deploy.card import read_card
+    from realbogus.deploy.inference import PRECISIONS
+
+    t_start = time.perf_counter()
+    request = T.check_request(threshold, target_tpr, bogus_per_night, detections_per_night)
+    detections = float(detections_per_night)
+    if precision not in PRECISIONS:
+        raise ConfigError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}")
+    if nan_policy not in NAN_POLICIES:
+        raise ConfigError(f"nan_policy={nan_policy!r} is not one of {', '.join(NAN_POLICIES)}")
+    batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+        raise ConfigError(f"batch_size={batch_size!r} must be a positive integer")
+    if block_rows is None:
+        block_rows = max(DEFAULT_BLOCK_ROWS // batch_size, 1) * batch_size
+    output = Path(output)
+    suffix = output.suffix.lower()
+    if suffix not in _CSV_SUFFIXES + _H5_SUFFIXES:
+        raise ConfigError(f"output={output}: unknown format {suffix!r}; use .csv, .h5 or .hdf5")
+    meta_file = meta_path(output)
+    for path in (output, meta_file):
+        if path.exists() and not overwrite:
+            raise DataError(f"{path}: already exists (pass overwrite=true to replace it)")
+        if path.is_dir():
+            raise DataError(f"{path}: is a directory")
+    keras_path, run_dir = resolve_model(model)
+    card = read_card(keras_path)
+    if card is None and run_dir is not None:
+        card = read_card(run_dir)
+    temperature = _temperature(run_dir, card)
+    point = _operating_point(request, detections, run_dir, keras_path, card)
+
+    with open_stamps(input, layout=layout, split=split) as src:
+        if Path(input).resolve() == output.resolve():
+            raise DataError(f"{output}: is the input file")
+        blocks = src.iter_blocks(block_rows, nan_policy, max_masked_fraction)
+        first = next(blocks)  # fails fast on a bad first block, before TensorFlow starts
+
+        from tqdm.auto import tqdm
+
+        from realbogus.deploy.inference import Scorer, prefetch
+        from realbogus.evaluation.scoring import scores_from_logits
+        from realbogus.models import load_model
+
+        network = load_model(keras_path)
+        scorer = Scorer(network, batch_size=batch_size, precision=precision)
+        t_model = time.perf_counter()
+        logits = np.empty((src.n, 2), np.float32)
+        n_masked = np.zeros(src.n, np.int16) if nan_policy == "fill" else None
+        done = 0
+        with tqdm(total=src.n, unit="stamp", desc=f"scoring {Path(input).name}", disable=not progress,
+                  dynamic_ncols=True, file=sys.stderr) as bar:
+            for images, cols in prefetch(itertools.chain([first], blocks)):
+                k = images.shape[0]
+                logits[done:done + k] = scorer.logits(images)
+                if n_masked is not None:
+                    n_masked[done:done + k] = cols["n_masked"]
+                done += k
+                bar.update(k)
+        t_scored = time.perf_counter()
+        if done != src.n:
+            raise DataError(f"{input}: read {done} stamps, expected {src.n}")
+        bad = ~np.isfinite(logits).all(axis=1)
+        if bad.any():
+            raise DataError(f"{input}: the model gives NaN/inf for {int(bad.sum())} stamp(s) (first at row "
+                            f"{int(np.argmax(bad))})")
+        scores = scores_from_logits(logits)
+        calibrated = None
+        if temperature is not None:
+            from scipy.special import expit
+
+            calibrated = expit((logits[:, 1].astype(np.float64) - logits[:, 0]) / temperature)
+        candidate = None if point is None else scores >= point.threshold
+        cols = _output_columns(src, scores, calibrated, candidate, n_masked)
+        input_layout = src.layout
+
+    from realbogus.deploy.card import versions
+    from realbogus.io import atomic_path, save_json, to_jsonable
+
+    seconds = t_scored - t_model
+    meta = {
+        "model": str(keras_path),
+        "run_dir": None if run_dir is None else str(run_dir),
+        "model_name": (card or {}).get("model", {}).get("name") or network.name,
+        "model_card_created": (card or {}).get("created"),
+        "input": str(input),
+        "input_layout": input_layout,
+        "output": str(output),
+        "n": int(src.n),
+        "columns": list(cols),
+        "temperature": temperature,
+        "operating_point": None if point is None else point.to_dict(),
+        "n_candidates": None if candidate is None else int(candidate.sum()),
+        "precision": scorer.precision,
+        "batch_size": batch_size,
+        "nan_policy": nan_policy,
+        "n_masked_pixels": None if n_masked is None else int(n_masked.astype(np.int64).sum()),
+        "scoring_seconds": round(seconds, 3),
+        "stamps_per_second": round(src.n / seconds, 1) if seconds > 0 else None,
+        "total_seconds": None,
+        "cpu_count": os.cpu_count(),
+        "versions": versions(),
+    }
+    meta["total_seconds"] = round(time.perf_counter() - t_start, 3)
+    meta = to_jsonable(meta)
+
+    # both files appear together: the scores are renamed into place only once the metadata is
+    with atomic_path(output) as tmp_out:
+        if suffix in _CSV_SUFFIXES:
+            _write_csv(tmp_out, cols)
+        else:
+            _write_h5(tmp_out, cols, {"format": "realbogus-scores", "meta": json.dumps(meta)})
+        save_json(meta_file, meta)
+    return meta
+
+
+@report_errors
+def predict(cfg: DictConfig) -> dict:
+    """Run :func:`predict_file` from the composed config and print a one-line summary."""
+    for key in ("model", "input", "output"):
+        if OmegaConf.is_missing(cfg, key) or cfg[key] in (None, ""):
+            raise ConfigError(
+                f"{key}= is required: python -m realbogus.predict model=RUN_OR_KERAS input=PATH output=FILE"
+            )
+    if cfg.progress not in ("auto", "bar", "none"):
+        raise ConfigError(f"progress={cfg.progress!r} is not one of auto, bar, none")
+    progress = cfg.progress == "bar" or (cfg.progress == "auto" and sys.stderr.isatty())
+
+    def number(key):
+        value = cfg[key]
+        if value is None:
+            return None
+        try:
+            if isinstance(value, bool):
+                raise ValueError
+            return float(value)
+        except (TypeError, ValueError):
+            raise ConfigError(f"{key}={value!r} is not a number") from None
+
+    meta = predict_file(
+        cfg.model, cfg.input, cfg.output, threshold=number("threshold"), target_tpr=number("target_tpr"),
+        bogus_per_night=number("bogus_per_night"), detections_per_night=number("detections_per_night"),
+        overwrite=bool(cfg.overwrite), batch_size=cfg.batch_size, precision=cfg.precision, nan_policy=cfg.nan_policy,
+        max_masked_fraction=cfg.max_masked_fraction, layout=cfg.layout, split=cfg.split, progress=progress,
+    )
+    line = f"scored {meta['n']:,} stamps ({meta['stamps_per_second']:,.0f}/s, {meta['precision']}) -> {meta['output']}"
+    point = meta["operating_point"]
+    if point is not None:
+        line += f"; threshold {point['threshold']:.6g}: {meta['n_candidates']:,} candidates"
+        if point["expected_tpr"] is not None:
+            line += f", expected TPR {point['expected_tpr']:.3g}, FPR {point['expected_fpr']:.3g}"
+    print(line)
+    return meta
+
+
+# ``model=`` would name the ``conf/model/`` config group if conf/ were the search path, so the
+# command's own file is loaded into Hydra's config store and composed without a search path.
+_CONFIG = Path(__file__).resolve().parents[1] / "conf" / "predict.yaml"
+ConfigStore.instance().store(name="predict_command", node=OmegaConf.load(_CONFIG))
+
+
+@hydra.main(version_base="1.3", config_path=None, config_name="predict_command")
+def main(cfg: DictConfig) -> None:
+    predict(cfg)
+
+
+if __name__ == "__main__":
+    main()
