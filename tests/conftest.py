@@ -26,3 +26,20 @@ def ztf_npz() -> Path:
     if not path.exists():
         pytest.skip("real ZTF triplets (../shared/data) not present")
     return path
+
+
+@pytest.fixture(scope="module")
+def smoke_dir(tmp_path_factory) -> Path:
+    """A folder holding freshly simulated smoke-scale ``train.h5`` and ``test.h5`` (one per module)."""
+    from hydra import compose, initialize_config_dir
+    from omegaconf import open_dict
+
+    from realbogus.simulation import ensure_dataset
+
+    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+        cfg = compose(config_name="train", overrides=["data=smoke"])
+    out = tmp_path_factory.mktemp("smoke")
+    with open_dict(cfg):
+        cfg.data.dir = str(out)
+    ensure_dataset(cfg.data)
+    return out

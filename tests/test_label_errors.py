@@ -172,18 +172,6 @@ def test_label_experiments_compose(name):
 
 # ------------------------------------------------------------------------- stage 1 on smoke data
 @pytest.fixture(scope="module")
-def smoke_dir(tmp_path_factory) -> Path:
-    from realbogus.simulation import ensure_dataset
-
-    cfg = compose_train(["data=smoke"])
-    out = tmp_path_factory.mktemp("smoke")
-    with open_dict(cfg):
-        cfg.data.dir = str(out)
-    ensure_dataset(cfg.data)
-    return out
-
-
-@pytest.fixture(scope="module")
 def cache_dir(tmp_path_factory) -> Path:
     return tmp_path_factory.mktemp("label_cache")
 

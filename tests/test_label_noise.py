@@ -205,18 +205,6 @@ def test_boundary_stage1_shares_the_cache_of_label_cleaning(tmp_path):
 
 
 # ----------------------------------------------------------------------- on the smoke data
-@pytest.fixture(scope="module")
-def smoke_dir(tmp_path_factory) -> Path:
-    from realbogus.simulation import ensure_dataset
-
-    cfg = compose_train(["data=smoke"])
-    out = tmp_path_factory.mktemp("smoke")
-    with open_dict(cfg):
-        cfg.data.dir = str(out)
-    ensure_dataset(cfg.data)
-    return out
-
-
 def read_file_labels(path: Path):
     from realbogus.data.format import open_dataset
 

@@ -160,19 +160,6 @@ def test_aggregate_only_reads_existing_run_folders(tmp_path):
 
 # ---------------------------------------------------------------- two cells, end to end
 @pytest.fixture(scope="module")
-def smoke_dir(tmp_path_factory) -> Path:
-    from realbogus.simulation import ensure_dataset
-
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=["data=smoke"])
-    out = tmp_path_factory.mktemp("smoke")
-    with open_dict(cfg):
-        cfg.data.dir = str(out)
-    ensure_dataset(cfg.data)
-    return out
-
-
-@pytest.fixture(scope="module")
 def sweep(smoke_dir, tmp_path_factory):
     """A finished two-cell sweep: its command, output folder and the first run's output."""
     out = tmp_path_factory.mktemp("sweep")

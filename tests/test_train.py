@@ -35,18 +35,6 @@ def tiny(cfg, data_dir: Path, steps: int = 2):
     return cfg
 
 
-@pytest.fixture(scope="module")
-def smoke_dir(tmp_path_factory) -> Path:
-    from realbogus.simulation import ensure_dataset
-
-    cfg = compose_train(["data=smoke"])
-    out = tmp_path_factory.mktemp("smoke")
-    with open_dict(cfg):
-        cfg.data.dir = str(out)
-    ensure_dataset(cfg.data)
-    return out
-
-
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("loss", LOSSES)
 def test_every_model_and_loss_trains_one_epoch(smoke_dir, tmp_path, model, loss):
