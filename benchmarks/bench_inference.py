@@ -8,11 +8,13 @@ For each model, in one process and interleaved round by round (so a busy machine
 path alike), it times
 
 - ``fp32 predict``: ``model.predict(x, batch_size=...)`` of the float32 network, the baseline;
-- ``fp32 graph``: the float32 network through one fixed-shape ``tf.function``;
+- ``fp32 graph``: the float32 network through one fixed-shape ``tf.function``, one batch at a
+  time;
 - ``fast``: exactly what ``python -m realbogus.predict`` uses (bfloat16 copy where the CPU
-  has it, fixed-shape graph);
+  has it, fixed-shape graph, two batches in flight);
 
-and with ``--variants`` also XLA compilation, a float32 first layer and other batch sizes.
+and with ``--variants`` also each ingredient on its own (two streams in float32, one stream in
+bfloat16), XLA compilation, a float32 first layer and other batch sizes.
 Rates are stamps/s in the best round (other work on a shared machine only slows rounds down;
 the load average is printed); ratios are against ``fp32 predict``. On a labelled set
 (``--data``, default the smoke test split if present, else synthetic stamps) every path's AUC
@@ -113,10 +115,12 @@ def bench_model(name: str, run: str | None, data: str | None, n_time: int, round
     fast = Scorer(network, batch_size=batch, precision="auto")
     methods = {
         "fp32 predict": lambda a: network.predict(a, batch_size=batch, verbose=0),
-        "fp32 graph": Scorer(network, batch_size=batch, precision="float32").logits,
+        "fp32 graph": Scorer(network, batch_size=batch, precision="float32", streams=1).logits,
         f"fast ({fast.precision})": fast.logits,
     }
     if variants:
+        methods["fp32 graph, 2 streams"] = Scorer(network, batch, "float32", streams=2).logits
+        methods["fast, 1 stream"] = Scorer(network, batch, "auto", streams=1).logits
         methods["fp32 graph + XLA"] = Scorer(network, batch, "float32", jit_compile=True).logits
         if fast.precision != "float32":
             methods["bf16 graph + XLA"] = Scorer(network, batch, fast.precision, jit_compile=True).logits

@@ -12,6 +12,9 @@ What makes scoring fast on a CPU (measured by ``benchmarks/bench_inference.py``)
 - **one traced graph with a fixed batch shape** (a ``tf.function`` with an input signature),
   called directly rather than through ``Model.predict``, so no per-call Keras machinery or
   retracing; a short last batch is padded.
+- **two batches in flight**: the graph is called from two threads at once, so the cores that
+  one batch's small, poorly parallel operations (pooling, normalisation statistics, gates)
+  leave idle work on the other batch (on two cores 2-5% more stamps/s than one batch at a time).
 - **reading overlapped with computing**: the next block of stamps is read in a background
   thread (file reads and NumPy release the GIL) while TensorFlow works on the current one.
 
@@ -23,6 +26,7 @@ from __future__ import annotations
 
 import queue
 import threading
+from concurrent.futures import ThreadPoolExecutor
 from typing import Iterable, Iterator
 
 import numpy as np
@@ -129,15 +133,19 @@ class Scorer:
         Compile the graph with XLA.
     float32_first_layer
         Keep the body's first layer in float32 under bfloat16 (see :func:`reduced_precision_copy`).
+    streams
+        Batches computed at the same time, each from its own thread.
     """
 
     def __init__(self, network, batch_size: int = 512, precision: str = "auto", jit_compile: bool = False,
-                 float32_first_layer: bool = False):
+                 float32_first_layer: bool = False, streams: int = 2):
         import tensorflow as tf
 
         self.batch_size = int(batch_size)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size={batch_size!r} must be a positive integer")
+        self.streams = max(1, int(streams))
+        self._pool = ThreadPoolExecutor(self.streams, thread_name_prefix="scorer") if self.streams > 1 else None
         self.precision = resolve_precision(precision)
         if self.precision == "float32":
             self.network = network
@@ -154,12 +162,21 @@ class Scorer:
         n = stamps.shape[0]
         out = np.empty((n, 2), np.float32)
         b = self.batch_size
-        for start in range(0, n, b):
+
+        def one(start: int) -> None:
             part = stamps[start:start + b]
             k = part.shape[0]
             if k < b:
                 part = np.concatenate([part, np.zeros((b - k, *part.shape[1:]), np.float32)])
             out[start:start + k] = self._call(part).numpy()[:k]
+
+        starts = range(0, n, b)
+        if self._pool is None or len(starts) < 2:
+            for start in starts:
+                one(start)
+        else:
+            for done in self._pool.map(one, starts):  # re-raises the first error
+                pass
         return out
 
     def scores(self, stamps: np.ndarray) -> np.ndarray:
