@@ -96,6 +96,9 @@ def _check_resumable(run_dir: Path, cfg: DictConfig) -> dict | None:
     old = OmegaConf.to_container(OmegaConf.load(run_dir / "run_config.yaml"), resolve=True)
     # Runs from before label-noise injection existed trained on the labels as given.
     old.setdefault("label_noise", {"mode": "none", "run_tag": ""})
+    # ... and from before data subsets existed, on every row.
+    old.setdefault("data_subset", {"name": "all", "sensors": None, "n_train": None, "test_sensors": False,
+                                   "seed": 0, "run_tag": ""})
     diffs = _config_diff(old, OmegaConf.to_container(cfg, resolve=True))
     diffs = [d for d in diffs if not d.startswith(_RESUME_NEUTRAL)]
     if diffs:
@@ -179,6 +182,7 @@ def run_training(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
 
     from realbogus.evaluation.report import write_evaluation, write_predictions
     from realbogus.evaluation.scoring import score_dataset
+    from realbogus.data.subset import select_training_rows, sensor_test_rows
     from realbogus.label_errors import prepare_labels
     from realbogus.label_noise import inject_label_noise
     from realbogus.simulation import ensure_dataset
@@ -216,6 +220,9 @@ def run_training(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
     # Labels after label cleaning and treatment (stage 1 of the paper's two-stage training):
     # every row with its given label unless cleaning is on; then split the rows kept.
     rows, labels = prepare_labels(cfg, train_path, run_dir, given_labels=given)
+    # The paper's "each" / "mix" comparisons train on part of the file (data_subset; all by default).
+    subset = cfg.get("data_subset") or {}
+    rows, labels = select_training_rows(subset, train_path, rows, labels)
     fit_pos, val_pos = split_train_validation(labels, float(tr.validation_fraction), int(cfg.seed))
     fit_rows, val_rows = rows[fit_pos], rows[val_pos]
 
@@ -230,7 +237,8 @@ def run_training(cfg: DictConfig, run_dir: str | os.PathLike) -> dict:
     progress = tr.progress != "none"
     val_pred = score_dataset(model.network, train_path, batch_size=int(tr.eval_batch_size), rows=val_rows, progress=progress)
     write_predictions(run_dir / "validation_predictions.csv", val_pred)
-    predictions = score_dataset(model.network, test_path, batch_size=int(tr.eval_batch_size), progress=progress)
+    predictions = score_dataset(model.network, test_path, batch_size=int(tr.eval_batch_size),
+                                rows=sensor_test_rows(subset, test_path), progress=progress)
     title = f"{cfg.model.name} + {cfg.loss.name} ({cfg.data.name})"
     metrics = write_evaluation(run_dir, predictions, title=title, n_bootstrap=int(tr.n_bootstrap), seed=int(cfg.seed))
     # Deployment extras: temperature calibration, reliability diagram, model card (also inside model.keras).
