@@ -9,7 +9,7 @@ STAMP := $(VENV)/.installed
 SCALE ?= quick
 
 .DEFAULT_GOAL := help
-.PHONY: help setup data train test test-all benchmark gallery clean-venv
+.PHONY: help setup data train test test-all benchmark gallery reproduce-figures clean-venv
 
 help: ## List the targets with their descriptions
 	@grep -E '^[a-zA-Z_-]+:.*?## ' $(MAKEFILE_LIST) | awk 'BEGIN {FS = ":.*?## "}; {printf "  %-16s %s\n", $$1, $$2}'
@@ -38,6 +38,11 @@ test-all: setup ## Run every test, slow ones included
 benchmark: setup ## Print simulation, training and inference throughput on this machine
 	$(PY) benchmarks/bench_simulate.py
 	$(PY) benchmarks/bench_training.py
+	$(PY) benchmarks/bench_train_step.py
+	$(PY) benchmarks/bench_inference.py
+
+reproduce-figures: setup ## Run (or reuse) every experiment behind the paper's figures; draw them and write the report (SCALE=smoke|quick|paper)
+	$(PY) -m realbogus.reproduce scale=$(SCALE)
 
 gallery: setup ## Draw the stamp gallery (simulated kinds next to real ZTF stamps)
 	$(PY) -m realbogus.plots.gallery

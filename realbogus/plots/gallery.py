@@ -85,8 +85,9 @@ def ztf_examples(path: Path, n_each: int = 8) -> tuple[np.ndarray, list[str]] | 
     return images[rows], labels
 
 
-def make_gallery(out: Path, data_dir: Path | None = None, ztf: Path | None = DEFAULT_ZTF, seed: int = 0) -> Path:
-    """Draw the gallery and write it to ``out`` (PNG, atomically)."""
+def make_gallery(out: Path, data_dir: Path | None = None, ztf: Path | None = DEFAULT_ZTF, seed: int = 0,
+                 fmt: str = "png") -> Path:
+    """Draw the gallery and write it to ``out`` (``fmt``: png or pdf, atomically)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -112,7 +113,7 @@ def make_gallery(out: Path, data_dir: Path | None = None, ztf: Path | None = DEF
         plot_triplets(zt[0], zt[1], per_row=per_row, fig=subs[1])
     out = Path(out)
     with atomic_path(out) as tmp:
-        fig.savefig(tmp, dpi=72, format="png")
+        fig.savefig(tmp, dpi=72, format=fmt)
     plt.close(fig)
     return out
 

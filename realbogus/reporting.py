@@ -1,0 +1,348 @@
+"""The results report of ``python -m realbogus.reproduce``: our numbers beside the paper's.
+
+Everything in the report is computed from the figures' numbers (see
+:func:`realbogus.reproduce.draw_figures`): tables, the paper's values, and a verdict per claim
+that says whether the claim holds on our data, whether the difference is within the bootstrap
+intervals, and what the measured quantities say where it does not hold.
+"""
+
+from __future__ import annotations
+
+import datetime
+import json
+import math
+import os
+from pathlib import Path
+
+import numpy as np
+
+from realbogus.io import atomic_write
+
+__all__ = ["write_report", "verdict", "fmt_rate", "metrics_table"]
+
+
+def _rel(target: Path, start: Path) -> str:
+    return os.path.relpath(target, start).replace(os.sep, "/")
+
+
+def fmt_rate(value: float) -> str:
+    """A rate for a table: 3 significant digits, scientific below 0.01."""
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    if value == 0:
+        return "0"
+    return f"{value:.2e}" if abs(value) < 0.01 else f"{value:.3g}"
+
+
+def _ci(lo: float, hi: float, fmt) -> str:
+    if lo is None or hi is None or not (math.isfinite(lo) and math.isfinite(hi)):
+        return ""
+    return f" ({fmt(lo)}–{fmt(hi)})"
+
+
+def _count(v: float) -> str:
+    return "n/a" if v is None or not math.isfinite(v) else f"{v:,.0f}"
+
+
+def metrics_table(rows: list[dict], ratio: bool = False) -> str:
+    """Markdown table of metrics rows (as made by the reproduce command)."""
+    head = "| method | test real / bogus | AUC (95% CI) | FPR at TPR 0.9 (95% CI) | bogus per night (95% CI) |"
+    sep = "| --- | ---: | ---: | ---: | ---: |"
+    if ratio:
+        head += " fewer than the baseline |"
+        sep += " ---: |"
+    lines = [head, sep]
+    for r in rows:
+        line = (f"| {r['method']} | {r['n_real']:,} / {r['n_bogus']:,} "
+                f"| {r['auc']:.4f}{_ci(r['auc_lo'], r['auc_hi'], lambda v: f'{v:.4f}')} "
+                f"| {fmt_rate(r['fpr_at_tpr_0.9'])}{_ci(r['fpr_lo'], r['fpr_hi'], fmt_rate)} "
+                f"| {_count(r['bogus_per_night'])}{_ci(r['bogus_per_night_lo'], r['bogus_per_night_hi'], _count)} |")
+        if ratio:
+            q = r.get("reduction_vs_baseline", float("nan"))
+            line += f" {'n/a' if not math.isfinite(q) else f'{q:.1f}x'} |"
+        lines.append(line)
+    return "\n".join(lines)
+
+
+def verdict(better: dict | None, worse: dict | None, claim: str) -> str:
+    """One sentence on whether ``better`` beats ``worse`` (lower FPR at TPR 0.9), as claimed.
+
+    ``holds``: lower FPR and the 95% intervals do not overlap; ``leans the paper's way``: lower
+    FPR inside overlapping intervals (more test reals or seeds would be needed to tell);
+    ``does not hold``: equal or higher FPR.
+    """
+    if better is None or worse is None:
+        return f"- {claim}: not measured (a run is missing)."
+    a, b = better, worse
+    nums = (f"FPR at TPR 0.9 {fmt_rate(a['fpr_at_tpr_0.9'])} vs {fmt_rate(b['fpr_at_tpr_0.9'])}, "
+            f"AUC {a['auc']:.4f} vs {b['auc']:.4f}")
+    if a["fpr_at_tpr_0.9"] < b["fpr_at_tpr_0.9"]:
+        separated = math.isfinite(a["fpr_hi"]) and math.isfinite(b["fpr_lo"]) and a["fpr_hi"] < b["fpr_lo"]
+        if separated:
+            return f"- {claim}: **holds** ({nums}; the 95% intervals are apart)."
+        return (f"- {claim}: **leans the paper's way** ({nums}), but the 95% intervals overlap: "
+                f"with {a['n_real']:,} test reals this difference is not resolved.")
+    return f"- {claim}: **does not hold** here ({nums})."
+
+
+def _pct(v) -> str:
+    return "n/a" if v is None or not math.isfinite(v) else f"{100 * v:.2f}%"
+
+
+def _row(rows: list[dict] | None, method: str) -> dict | None:
+    return next((r for r in rows or [] if r["method"] == method), None)
+
+
+def _wall(run_dirs) -> tuple[float, int]:
+    """Seconds recorded by the runs' last sessions, and how many runs recorded one."""
+    total, n = 0.0, 0
+    for run_dir in run_dirs:
+        try:
+            with open(Path(run_dir) / "run_state.json") as fh:
+                s = json.load(fh)
+        except (OSError, ValueError):
+            continue
+        if "wall_seconds_last_session" in s:
+            total += float(s["wall_seconds_last_session"])
+            n += 1
+    return total, n
+
+
+def _section_models(res, out: list[str], fig: str) -> None:
+    rows = res.get("models_data")
+    out += ["## Network and training data (the paper's ROC comparison of simple/complex and each/mix/all)", ""]
+    if not rows:
+        out += ["Not drawn yet (its runs have not finished).", ""]
+        return
+    out += [f"![network x data]({fig}/fig2_models_data.png)", "",
+            "Each network trained on every sensor (**all**), on a sample of all sensors the size of one sensor's "
+            "data (**mix**) and one model per sensor on that sensor alone (**each**), all scored on the test "
+            "rows of the `each` sensors only, so that every entry sees the same stamps "
+            "(`fig2_models_data.csv`).", "", metrics_table(rows), "",
+            "Paper: complex beats simple; all beats mix and each (qualitative, from its ROC figure).", ""]
+    for net in ("simple", "complex"):
+        out.append(verdict(_row(rows, f"{net}, all"), _row(rows, f"{net}, mix"), f"{net}: all beats mix"))
+        out.append(verdict(_row(rows, f"{net}, all"), _row(rows, f"{net}, each"), f"{net}: all beats each"))
+    for data in ("all", "mix", "each"):
+        out.append(verdict(_row(rows, f"complex, {data}"), _row(rows, f"simple, {data}"),
+                           f"{data}: complex beats simple"))
+    out.append("")
+
+
+def _section_labels(res, out: list[str], fig: str) -> None:
+    rows = res.get("label_handling")
+    out += ["## Label handling", ""]
+    if rows:
+        out += [f"![label handling]({fig}/fig3a_label_handling.png)", "", metrics_table(rows), "",
+                "Paper: turning the out-of-fold misclassified training samples into unlabelled ones "
+                "(semi-supervised training with VAT) improves on training with every label as given.", "",
+                verdict(_row(rows, "unlabel (paper)"), _row(rows, "keep"), "unlabel beats keep"),
+                verdict(_row(rows, "remove"), _row(rows, "keep"), "remove beats keep"),
+                verdict(_row(rows, "unlabel (paper)"), _row(rows, "remove"), "unlabel beats remove"), ""]
+    else:
+        out += ["Not drawn yet (its runs have not finished).", ""]
+    le = res.get("label_errors")
+    if le:
+        rep = le["report"]
+        out += ["### What stage 1 flags", ""]
+        rules = rep.get("rules", rep)
+        gen = rep.get("generated_error_rates") or {}
+        lines = ["| rule | flagged | precision | recall | F1 | estimated error rate, bogus / real |",
+                 "| --- | ---: | ---: | ---: | ---: | ---: |"]
+        for name, r in (rules.items() if isinstance(rules, dict) else []):
+            if not isinstance(r, dict) or "precision" not in r:
+                continue
+            lines.append(f"| {name} | {r.get('n_suspected', 0):,} | {fmt_rate(r.get('precision'))} "
+                         f"| {fmt_rate(r.get('recall'))} | {fmt_rate(r.get('f1'))} "
+                         f"| {_pct(r.get('estimated_error_rates', {}).get('bogus'))} / "
+                         f"{_pct(r.get('estimated_error_rates', {}).get('real'))} |")
+        if len(lines) > 2:
+            out += ["Against the simulator's ground truth (`label_error_report.json` of the paper's-method run); "
+                    f"the training labels hold {_pct(gen.get('bogus'))} wrong bogus and {_pct(gen.get('real'))} "
+                    "wrong real labels (the paper estimated 0.6% / 1.0% on its data):", "", *lines, ""]
+        unl = _row(rows, "unlabel (paper)")
+        keep = _row(rows, "keep")
+        sel = rules.get(rep.get("selected_rule", "predicted_neq_given"), {}) if isinstance(rules, dict) else {}
+        if unl and keep and unl["fpr_at_tpr_0.9"] >= keep["fpr_at_tpr_0.9"] and sel.get("precision") is not None:
+            out += [f"Where unlabelling does not help, stage 1 is the likely reason: of its "
+                    f"{sel.get('n_suspected', 0):,} suspects only {100 * sel['precision']:.0f}% are wrong labels, "
+                    "so most of what it unlabels are correct, hard examples the supervised terms no longer see.", ""]
+
+
+def _section_losses(res, out: list[str], fig: str) -> None:
+    rows = res.get("losses")
+    out += ["## Loss combinations", ""]
+    if not rows:
+        out += ["Not drawn yet (its runs have not finished).", ""]
+        return
+    out += [f"![losses]({fig}/fig3b_losses.png)", "", metrics_table(rows), "",
+            "Paper: the AUC loss (exp-cross-hinge) and VAT each help; CE+ECH+VAT is best.", "",
+            verdict(_row(rows, "CE+ECH"), _row(rows, "CE"), "CE+ECH beats CE"),
+            verdict(_row(rows, "CE+VAT"), _row(rows, "CE"), "CE+VAT beats CE"),
+            verdict(_row(rows, "CE+ECH+VAT"), _row(rows, "CE"), "CE+ECH+VAT beats CE"), ""]
+
+
+def _section_label_errors(res, out: list[str], fig: str) -> None:
+    le = res.get("label_errors")
+    out += ["## Label errors against the out-of-fold score", ""]
+    if not le:
+        out += ["Not drawn yet (the paper's-method run has not finished).", ""]
+        return
+    t = le["table"]
+    out += [f"![label errors]({fig}/fig4_label_errors.png)", "",
+            "Paper: the label-error ratio among misclassified training samples grows toward the tails of "
+            "the score distribution (a confidently real-looking sample labelled bogus is more often a "
+            "label error).", ""]
+    if "true_error_ratio" in t:
+        ratio = np.asarray(t["true_error_ratio"], float)
+        n_mis = np.asarray(t["n_misclassified"])
+        ok = np.isfinite(ratio) & (n_mis > 0)
+        lo, hi = np.asarray(t["bin_lo"]), np.asarray(t["bin_hi"])
+        tails = ok & ((hi <= 0.1) | (lo >= 0.9))
+        middle = ok & (lo >= 0.3) & (hi <= 0.7)
+        if tails.any() and middle.any():
+            rt = n_mis[tails] @ ratio[tails] / n_mis[tails].sum()
+            rm = n_mis[middle] @ ratio[middle] / n_mis[middle].sum()
+            word = "**holds**" if rt > rm else "**does not hold**"
+            out += [f"- the error ratio grows toward the tails: {word} here: {100 * rt:.0f}% of the misclassified "
+                    f"samples with scores below 0.1 or above 0.9 are true label errors, against {100 * rm:.0f}% "
+                    "between 0.3 and 0.7 (ground truth from the simulator; `fig4_label_errors.csv`).", ""]
+
+
+def _section_robustness(res, out: list[str], fig: str) -> None:
+    from realbogus.label_noise.robustness import summary_markdown
+
+    summary = res.get("robustness")
+    out += ["## Robustness to label errors", ""]
+    if not summary:
+        out += ["Not drawn yet (run the noise sweep of this scale).", ""]
+        return
+    out += [f"![robustness]({fig}/fig5_robustness.png)", "",
+            summary_markdown(summary, title="").strip().lstrip("#").strip(), "",
+            "Paper: with label errors injected at multiples of the measured rates along the measured "
+            "error profile, the paper's method kept working.", ""]
+    by = {}
+    for e in summary:
+        by.setdefault(e["method"], []).append(e)
+    growth = {}
+    for method, entries in by.items():
+        entries.sort(key=lambda e: float(e["noise_rate"]))
+        first, last = entries[0], entries[-1]
+        if float(last["noise_rate"]) > float(first["noise_rate"]) and first["fpr_at_tpr_0.9_mean"] > 0:
+            growth[method] = (last["fpr_at_tpr_0.9_mean"] / first["fpr_at_tpr_0.9_mean"], first, last)
+    paper = growth.get("complex_ce_ech_vat_unlabel")
+    for other in ("simple_ce", "complex_ce", "complex_ce_ech_vat_keep"):
+        if paper and other in growth:
+            g_p, g_o = paper[0], growth[other][0]
+            word = "**holds**" if g_p < g_o else "**does not hold**"
+            out.append(f"- the paper's method degrades less than {other}: {word} (FPR at TPR 0.9 grows "
+                       f"{g_p:.2g}x vs {g_o:.2g}x from x{paper[1]['noise_rate']:g} to x{paper[2]['noise_rate']:g}; "
+                       f"at the highest rate {fmt_rate(paper[2]['fpr_at_tpr_0.9_mean'])} vs "
+                       f"{fmt_rate(growth[other][2]['fpr_at_tpr_0.9_mean'])}).")
+    out.append("")
+
+
+def _section_summary(cfg, res, out: list[str], fig: str) -> None:
+    rows = res.get("summary")
+    out += ["## Headline table: candidates a night", ""]
+    if not rows:
+        out += ["Not drawn yet (its runs have not finished).", ""]
+        return
+    out += [f"![summary]({fig}/fig6_summary.png)", "", metrics_table(rows, ratio=True), "",
+            "Bogus per night: FPR at TPR 0.9 times 10^6 bogus detections a night; the last column divides the "
+            f"baseline's ({cfg.baseline}) by each row's.", ""]
+    base, meth = _row(rows, cfg.baseline), _row(rows, cfg.method)
+    if base and meth:
+        ratio = base["bogus_per_night"] / meth["bogus_per_night"] if meth["bogus_per_night"] > 0 else float("inf")
+        out += ["| | paper (Tomo-e Gozen, real data) | this run (simulated data) |", "| --- | ---: | ---: |",
+                f"| AUC of the new classifier | {cfg_paper('auc')} | {meth['auc']:.4f} |",
+                f"| FPR at TPR 0.9 | {fmt_rate(cfg_paper('fpr_at_tpr_0.9'))} | {fmt_rate(meth['fpr_at_tpr_0.9'])} |",
+                f"| candidates a night, old -> new | {cfg_paper('candidates_before'):,} -> "
+                f"{cfg_paper('candidates_after'):,} (1/{cfg_paper('candidates_before') / cfg_paper('candidates_after'):.0f}) "
+                f"| {_count(base['bogus_per_night'])} -> {_count(meth['bogus_per_night'])} (1/{ratio:.1f}) |", "",
+                verdict(meth, base, "the paper's method beats the previous classifier"),
+                "", "The paper's counts are candidates after deployment on real nights; ours are the bogus "
+                "detections that pass at TPR 0.9 out of 10^6 simulated ones, so the ratio, not the count, is "
+                "what compares.", ""]
+
+
+def cfg_paper(key: str):
+    from realbogus.reproduce import PAPER
+
+    return PAPER[key]
+
+
+def _frac(entry) -> str:
+    if not entry or entry.get("fraction") is None:
+        return "n/a"
+    ci = entry.get("ci")
+    return f"{entry['k']}/{entry['n']} = {entry['fraction']:.2f}" + (f" ({ci[0]:.2f}–{ci[1]:.2f})" if ci else "")
+
+
+def _auc_ci(d) -> str:
+    if not d or d.get("auc") is None:
+        return "n/a"
+    ci = d.get("auc_ci")
+    return f"{d['auc']:.3f}" + (f" ({ci[0]:.3f}–{ci[1]:.3f})" if ci else "")
+
+
+def _section_ztf(res, out: list[str], fig: str) -> None:
+    z = res.get("ztf")
+    out += ["## Real-data check: ZTF alerts", ""]
+    if not z:
+        out += ["Not run (the ZTF alert file or the paper's-method run is missing).", ""]
+        return
+    out += [f"![ZTF check]({fig}/ztf_check/ztf_check.png)", "",
+            f"![ZTF worst]({fig}/ztf_check/ztf_worst.png)", "",
+            f"The paper's-method model on {z['n_alerts']} real ZTF alerts ({z['n_with_drb']} with ZTF's deep "
+            f"real/bogus score `drb`): {z['n_probably_real']} probably real (`drb` >= {z['drb_real']}), "
+            f"{z['n_probably_bogus']} probably bogus (`drb` < {z['drb_bogus']}), {z['n_asteroids']} near known "
+            "asteroids. Alerts with `isdiffpos=f` come from reference minus science; oriented, their new and "
+            "reference stamps are swapped so that the candidate is brighter in the first channel, as in our "
+            "training data.", ""]
+    un = z.get("unoriented")
+    f_or = (z.get("by_isdiffpos") or {}).get("f", {})
+    f_un = ((un or {}).get("by_isdiffpos") or {}).get("f", {})
+    out += ["| | oriented | as stored |", "| --- | ---: | ---: |",
+            f"| AUC, probable reals vs probable bogus (95% CI) | {_auc_ci(z)} | {_auc_ci(un)} |",
+            f"| probable reals scored real (>= {z['score_threshold']}) | {_frac(z.get('reals_scored_real'))} "
+            f"| {_frac((un or {}).get('reals_scored_real'))} |",
+            f"| probable bogus scored bogus | {_frac(z.get('bogus_scored_bogus'))} "
+            f"| {_frac((un or {}).get('bogus_scored_bogus'))} |",
+            f"| asteroids scored real | {_frac((z.get('asteroids') or {}).get('scored_real'))} "
+            f"| {_frac(((un or {}).get('asteroids') or {}).get('scored_real'))} |",
+            f"| `isdiffpos=f` only: AUC | {_auc_ci(f_or)} | {_auc_ci(f_un)} |", "",
+            "ZTF's `drb` is another survey's machine score on another instrument (1.01\"/pixel CCD images, "
+            "other seeing and depth), not a human label; with a few dozen alerts per class the intervals are "
+            "wide. The AUC against it measures how far a model trained only on our simulated stamps carries "
+            "over to real difference images, i.e. how realistic the simulator is.", ""]
+
+
+def write_report(cfg, res: dict, wall_seconds: float) -> Path:
+    """Write the Markdown report of a reproduce run to ``cfg.report``; return its path."""
+    report = Path(cfg.report)
+    report.parent.mkdir(parents=True, exist_ok=True)
+    fig = _rel(Path(cfg.figures_dir), report.parent)
+    total, n_runs = _wall(res.get("run_dirs", []))
+    out = [f"# Reproducing Takahashi et al. (2022) on simulated Tomo-e-like data ({cfg.scale_name} scale)", "",
+           "Regenerated by `python -m realbogus.reproduce scale=" + str(cfg.scale_name) + "` "
+           f"(`make reproduce-figures SCALE={cfg.scale_name}`) on {datetime.date.today().isoformat()}; every "
+           "number below comes from the run folders under "
+           f"`{cfg.runs_dir}` and `{cfg.sweep_dir}`. This invocation took {wall_seconds / 60:.1f} min; the "
+           f"{n_runs} training runs behind the figures recorded {total / 60:.0f} min of training and scoring "
+           "(their last sessions; the noise sweep not included).", "",
+           "Intervals are 95% bootstrap intervals over the test set (reals and bogus resampled separately). "
+           "A claim **holds** when our FPR at TPR 0.9 moves the paper's way with the intervals apart.", ""]
+    if res.get("gallery"):
+        out += ["## Stamps", "", f"![stamp gallery]({fig}/stamp_gallery.png)", "",
+                "Every simulated kind (new | ref | diff), next to real ZTF alerts where the file exists.", ""]
+    _section_models(res, out, fig)
+    _section_labels(res, out, fig)
+    _section_losses(res, out, fig)
+    _section_label_errors(res, out, fig)
+    _section_robustness(res, out, fig)
+    _section_summary(cfg, res, out, fig)
+    _section_ztf(res, out, fig)
+    with atomic_write(report) as fh:
+        fh.write("\n".join(out).rstrip() + "\n")
+    return report
