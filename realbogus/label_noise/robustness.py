@@ -278,7 +278,7 @@ def robustness_figure(summary: Sequence[Mapping], labels: Mapping[str, str] | No
             ax.set_xscale("symlog", linthresh=float(positive.min()) if positive.size else 1.0)
         ax.set_xticks(list(ticks.values()), [f"{x:.2g}%\n(x{rate})" for rate, x in ticks.items()])
         ax.xaxis.set_minor_locator(NullLocator())
-        ax.set_xlabel("training label-error rate (in brackets: injected multiple of the measured rates)")
+        ax.set_xlabel("training label-error rate (injected multiple of the measured rates)", fontsize=9)
         ax.grid(True, which="major", alpha=0.3)
     ax_fpr.set_yscale("log")
     ax_fpr.set_ylabel("FPR at TPR 0.9 (test set)")
