@@ -36,7 +36,7 @@ from omegaconf import DictConfig, ListConfig
 
 from realbogus.errors import ConfigError, report_errors
 
-__all__ = ["Cell", "grid_cells", "pending_grid", "multirun_command", "aggregate", "noise_sweep", "main"]
+__all__ = ["Cell", "grid_cells", "pending_grid", "multirun_command", "run_logged", "aggregate", "noise_sweep", "main"]
 
 REPO_CONF = Path(__file__).resolve().parents[1] / "conf"
 LAUNCHERS = ("joblib", "submitit_local", "slurm", "basic")
@@ -171,19 +171,27 @@ def multirun_command(cfg: DictConfig, methods: list, rates: list, seeds: list) -
     return cmd
 
 
-def _launch(cmd: list[str], log_dir: Path) -> int:
-    """Run the multirun, echoing its output and keeping a copy in ``log_dir``."""
-    log_dir.mkdir(parents=True, exist_ok=True)
-    log_path = log_dir / f"multirun_{datetime.datetime.now():%Y%m%d-%H%M%S}.log"
-    print(f"launching ({log_path}):\n  {shlex.join(cmd)}", flush=True)
-    with open(log_path, "w") as log:
-        log.write(shlex.join(cmd) + "\n")
+def run_logged(cmd: list[str], log_path: Path, echo: bool = True) -> int:
+    """Run ``cmd``, appending its output (stdout and stderr) to ``log_path`` and, with ``echo``,
+    to this process's stdout; return its exit status."""
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    with open(log_path, "a") as log:
+        log.write(f"$ {shlex.join(cmd)}\n")
+        log.flush()
         proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
         assert proc.stdout is not None
         for line in proc.stdout:
-            sys.stdout.write(line)
             log.write(line)
+            if echo:
+                sys.stdout.write(line)
         return proc.wait()
+
+
+def _launch(cmd: list[str], log_dir: Path) -> int:
+    """Run the multirun, echoing its output and keeping a copy in ``log_dir``."""
+    log_path = log_dir / f"multirun_{datetime.datetime.now():%Y%m%d-%H%M%S}.log"
+    print(f"launching ({log_path}):\n  {shlex.join(cmd)}", flush=True)
+    return run_logged(cmd, log_path)
 
 
 def aggregate(cfg: DictConfig, cells: list[Cell]) -> dict:

@@ -24,6 +24,7 @@ CE+ECH+VAT), ``fig4_label_errors`` (the out-of-fold label-error analysis), ``fig
 from __future__ import annotations
 
 import csv
+import functools
 import json
 import os
 import shlex
@@ -41,19 +42,11 @@ import numpy as np
 from omegaconf import DictConfig
 
 from realbogus.errors import ConfigError, DataError, report_errors
+from realbogus.noise_sweep import compose_train, run_logged
 
 __all__ = ["Run", "FIGURES", "plan_runs", "run_all", "draw_figures", "reproduce", "main"]
 
 FIGURES = ("gallery", "models_data", "label_handling", "losses", "label_errors", "robustness", "summary", "ztf")
-#: The paper's numbers (Takahashi et al. 2022), quoted beside ours in the report.
-PAPER = {
-    "auc": 0.9998,
-    "fpr_at_tpr_0.9": 0.0002,
-    "candidates_before": 5000,
-    "candidates_after": 40,
-}
-
-
 @dataclass(frozen=True)
 class Run:
     """One training run behind a figure."""
@@ -91,8 +84,6 @@ def plan_runs(cfg: DictConfig) -> list[Run]:
     A run that two figures share (the same config) appears once per figure with the same
     ``run_dir``, and is trained once.
     """
-    from realbogus.noise_sweep import compose_train
-
     scale = cfg.reproduce
     base = [*map(str, scale.train_overrides), f"seed={cfg.seed}"]
     small = [*map(str, scale.small_data_overrides)]
@@ -130,21 +121,6 @@ def _unique(runs: list[Run]) -> list[Run]:
 # running
 
 
-def _stream(cmd: list[str], log_path: Path, echo: bool) -> int:
-    """Run ``cmd``, writing its output to ``log_path`` (and to stdout when ``echo``)."""
-    log_path.parent.mkdir(parents=True, exist_ok=True)
-    with open(log_path, "a") as log:
-        log.write(f"\n$ {shlex.join(cmd)}\n")
-        log.flush()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
-        assert proc.stdout is not None
-        for line in proc.stdout:
-            log.write(line)
-            if echo:
-                sys.stdout.write(line)
-        return proc.wait()
-
-
 def train_command(run: Run, progress: str) -> list[str]:
     """The training command of ``run`` (the one a user would type, plus its folder)."""
     return [sys.executable, "-m", "realbogus.train", *run.overrides, f"hydra.run.dir={run.run_dir}",
@@ -166,7 +142,7 @@ def run_all(cfg: DictConfig, runs: list[Run]) -> list[Run]:
     for run in bar:
         bar.set_postfix_str(run.run_dir.name)
         t0 = time.time()
-        code = _stream(train_command(run, str(cfg.progress)), logs / f"{run.run_dir.name}.log", echo=False)
+        code = run_logged(train_command(run, str(cfg.progress)), logs / f"{run.run_dir.name}.log", echo=False)
         status = "done" if code == 0 else f"FAILED (exit {code}; log {logs / (run.run_dir.name + '.log')})"
         tqdm.write(f"{run.run_dir.name}: {status} in {time.time() - t0:.0f} s")
         if code:
@@ -181,7 +157,7 @@ def run_sweep(cfg: DictConfig, aggregate_only: bool = False) -> int:
     if aggregate_only:
         cmd.append("aggregate_only=true")
     print("$ " + shlex.join(cmd[1:]))
-    return _stream(cmd, Path(cfg.runs_dir) / "logs" / "noise_sweep.log", echo=True)
+    return run_logged(cmd, Path(cfg.runs_dir) / "logs" / "noise_sweep.log", echo=True)
 
 
 # --------------------------------------------------------------------------------------------
@@ -194,15 +170,22 @@ def _finished(run: Run) -> bool:
     return cell_status(run.run_dir, run.epochs) == "done"
 
 
-def _predictions(runs: list[Run], sensors: list[int] | None) -> dict[str, np.ndarray] | None:
-    """Test predictions of a legend entry: per-sensor runs concatenated; others cut to ``sensors``."""
+@functools.lru_cache(maxsize=64)
+def _read_predictions(path: Path, mtime_ns: int) -> dict[str, np.ndarray]:
+    """A run's predictions.csv, read once per version of the file (several figures share runs)."""
     from realbogus.evaluation.report import read_predictions
 
+    return read_predictions(path)
+
+
+def _predictions(runs: list[Run], sensors: list[int] | None) -> dict[str, np.ndarray] | None:
+    """Test predictions of a legend entry: per-sensor runs concatenated; others cut to ``sensors``."""
     if not runs or not all(_finished(r) for r in runs):
         return None
     parts = []
     for run in runs:
-        p = read_predictions(run.run_dir)
+        csv_path = run.run_dir / "predictions.csv"
+        p = _read_predictions(csv_path, csv_path.stat().st_mtime_ns)
         if run.sensor is not None:
             keep = p["sensor_id"] == run.sensor
         elif sensors is not None:
@@ -379,7 +362,6 @@ def draw_figures(cfg: DictConfig, runs: list[Run]) -> dict:
     asked = set(cfg.figures)
     res: dict = {"run_dirs": [r.run_dir for r in _unique(runs)]}
     if "gallery" in asked:
-        from realbogus.noise_sweep import compose_train
         from realbogus.plots.gallery import make_gallery
 
         data = compose_train([*map(str, cfg.reproduce.train_overrides)]).data
