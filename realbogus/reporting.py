@@ -15,6 +15,7 @@ import os
 from pathlib import Path
 
 import numpy as np
+from omegaconf import OmegaConf
 
 from realbogus.io import atomic_write
 
@@ -114,6 +115,28 @@ def _wall(run_dirs) -> tuple[float, int]:
             total += float(s["wall_seconds_last_session"])
             n += 1
     return total, n
+
+
+def _section_runs(res, out: list[str]) -> None:
+    """One line per training run: how it was computed (epochs, precision, wall time)."""
+    lines = []
+    for run_dir in res.get("run_dirs", []):
+        run_dir = Path(run_dir)
+        try:
+            with open(run_dir / "run_state.json") as fh:
+                state = json.load(fh)
+            trainer = OmegaConf.load(run_dir / "run_config.yaml").trainer
+        except (OSError, ValueError):
+            continue
+        wall = state.get("wall_seconds_last_session")
+        lines.append(f"| `{run_dir.name}` | {state.get('epochs_trained', '?')} of {trainer.epochs} | "
+                     f"{trainer.batch_size} | {trainer.precision} | "
+                     f"{'-' if wall is None else f'{float(wall) / 60:.1f}'} |")
+    if lines:
+        out += ["## Runs", "",
+                "Each training run behind the figures, as recorded in its folder (`run_state.json`, "
+                "`run_config.yaml`); wall time of its last session (training and scoring the test split).", "",
+                "| run | epochs trained | batch | precision | wall (min) |", "|---|---|---|---|---|", *lines, ""]
 
 
 def _section_models(res, out: list[str], fig: str) -> None:
@@ -345,6 +368,7 @@ def write_report(cfg, res: dict, wall_seconds: float) -> Path:
     _section_robustness(res, out, fig)
     _section_summary(cfg, res, out, fig)
     _section_ztf(res, out, fig)
+    _section_runs(res, out)
     with atomic_write(report) as fh:
         fh.write("\n".join(out).rstrip() + "\n")
     return report

@@ -141,7 +141,7 @@ def test_reproduce_smoke_end_to_end(tmp_path):
         assert (figures / f"{name}.csv").is_file()
     report = (out / "REPORT.md").read_text()
     for section in ("Network and training data", "Label handling", "Loss combinations", "Label errors against",
-                    "Robustness to label errors", "Headline table"):
+                    "Robustness to label errors", "Headline table", "Runs"):
         assert f"## {section}" in report
     assert "Not drawn yet" not in report
     rows = (figures / "fig2_models_data.csv").read_text().splitlines()

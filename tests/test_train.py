@@ -93,6 +93,11 @@ def test_interrupted_run_resumes_and_finished_run_is_not_retrained(smoke_dir, tm
     mtime = (tmp_path / "model.keras").stat().st_mtime
     run_training(cfg, tmp_path)  # finished: nothing retrained or rewritten
     assert (tmp_path / "model.keras").stat().st_mtime == mtime
+    with open_dict(cfg):  # the same experiment asked for in bfloat16 reuses the float32 run
+        cfg.trainer.precision = "mixed_bfloat16"
+    run_training(cfg, tmp_path)
+    assert (tmp_path / "model.keras").stat().st_mtime == mtime
+    assert "precision: float32" in (tmp_path / "run_config.yaml").read_text()
 
 
 def test_changed_config_in_same_run_folder_is_refused(smoke_dir, tmp_path):

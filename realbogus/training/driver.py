@@ -22,8 +22,11 @@ from realbogus.io import atomic_path, atomic_write, save_json
 
 __all__ = ["run_training", "fit_network", "build_optimizer", "build_trainable", "split_train_validation"]
 
-#: Config keys whose change does not alter what a run computes, so a rerun may change them.
-_RESUME_NEUTRAL = ("trainer.resume", "trainer.progress", "trainer.eval_batch_size", "trainer.epochs", "trainer.n_bootstrap")
+#: Config keys a rerun may change: they do not alter which experiment a run folder holds
+#: (trainer.epochs extends a run; trainer.precision changes the arithmetic, not the experiment,
+#: so a finished float32 run is reused by a bfloat16 request; run_config.yaml records the one used).
+_RESUME_NEUTRAL = ("trainer.resume", "trainer.progress", "trainer.eval_batch_size", "trainer.epochs",
+                   "trainer.n_bootstrap", "trainer.precision")
 
 
 def build_optimizer(cfg: DictConfig):
