@@ -341,6 +341,17 @@ def _section_ztf(res, out: list[str], fig: str) -> None:
             "other seeing and depth), not a human label; with a few dozen alerts per class the intervals are "
             "wide. The AUC against it measures how far a model trained only on our simulated stamps carries "
             "over to real difference images, i.e. how realistic the simulator is.", ""]
+    src = z.get("on_template_source")
+    if src:
+        def part(key: str) -> str:
+            g = src[key]
+            return f"{g['n_on_source']} of {g['n']}"
+        out += [f"Where they disagree: {part('reals_scored_bogus')} probable reals scored bogus, and "
+                f"{part('bogus_scored_real')} probable bogus scored real, sit on a source of at least "
+                f"{src['min_template_snr']:g} sigma in the template (a star or nucleus), against "
+                f"{part('reals_scored_real')} of the reals scored real. Changes of stars, which ZTF labels real "
+                "when the star varies and bogus when the subtraction fails, are what our simulated training "
+                "data do not teach (README, \"What the simulator lacks\").", ""]
 
 
 def write_report(cfg, res: dict, wall_seconds: float) -> Path:

@@ -14,7 +14,7 @@ import pytest
 
 from realbogus.errors import ConfigError, DataError
 from realbogus.evaluation.realdata import (CHECK_FILE, FIGURE_FILE, SCORES_FILE, WORST_FILE, check_ztf, fading,
-                                           load_alerts, orient_triplets, summarise)
+                                           load_alerts, orient_triplets, summarise, template_peak_snr)
 
 REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
@@ -138,9 +138,30 @@ def test_synthetic_alerts_match_independent_numbers(tmp_path, network):
         assert (group["n_probably_real"], group["n_probably_bogus"]) == (r.sum(), b.sum())
         y = np.r_[np.ones(r.sum()), np.zeros(b.sum())]
         assert group["auc"] == pytest.approx(roc_auc_score(y, np.r_[scores[r], scores[b]]), abs=1e-12)
+    # Where the disagreements sit: counted again from the CSV's template peaks.
+    snr = np.asarray(table["template_peak_snr"], float)
+    passed = scores >= 0.5
+    src = summary["on_template_source"]
+    for name, sel in (("reals_scored_bogus", real & ~passed), ("reals_scored_real", real & passed),
+                      ("bogus_scored_real", bogus & passed), ("bogus_scored_bogus", bogus & ~passed)):
+        assert src[name]["n"] == sel.sum() and src[name]["n_on_source"] == (snr[sel] >= 20).sum(), name
     y = np.r_[np.ones(real.sum()), np.zeros(bogus.sum())]
     assert summary["unoriented"]["auc"] == pytest.approx(
         roc_auc_score(y, np.r_[as_stored[real], as_stored[bogus]]), abs=1e-6)
+
+
+def test_template_peak_snr_against_a_direct_computation():
+    """A star under the candidate in the template gives its peak in noise units; empty sky does not."""
+    rng = np.random.default_rng(3)
+    images = rng.normal(100.0, 5.0, (3, 29, 29, 3))
+    yy, xx = np.mgrid[:29, :29]
+    images[0, ..., 1] += 400.0 * np.exp(-((yy - 14) ** 2 + (xx - 15) ** 2) / 4.0)  # a star one pixel off centre
+    images[2, ..., 1] += 400.0 * np.exp(-((yy - 3) ** 2 + (xx - 3) ** 2) / 4.0)    # a star in the corner only
+    snr = template_peak_snr(images)
+    t = images[0, ..., 1]
+    sky, mad = np.median(t), np.median(np.abs(t - np.median(t)))
+    assert snr[0] == pytest.approx((t[12:17, 12:17].max() - sky) / (1.4826 * mad))
+    assert snr[0] > 60 and snr[1] < 5 and snr[2] < 5
 
 
 def test_fading_reads_every_isdiffpos_dtype(tmp_path):

@@ -204,7 +204,9 @@ def test_label_error_rates(smoke_train, smoke_test):
 def test_kinds_per_split(smoke_train, smoke_test):
     train = {K.KIND_NAMES[k] for k in np.unique(smoke_train["kind"])}
     test = {K.KIND_NAMES[k] for k in np.unique(smoke_test["kind"])}
-    assert set(K.TRAIN_REAL_KINDS) | set(K.TRAIN_BOGUS_KINDS) <= train
+    # Injections onto stars are off by default (reals.star_fraction: 0).
+    assert (set(K.TRAIN_REAL_KINDS) - {"star_artificial_real"}) | set(K.TRAIN_BOGUS_KINDS) <= train
+    assert "star_artificial_real" not in train
     assert train & set(K.HIDDEN_REAL_KINDS) and train & set(K.FAILED_INJECTION_KINDS)
     assert set(K.TEST_REAL_KINDS) | set(K.TRAIN_BOGUS_KINDS) == test
     # Half the training injections are near a host galaxy.
@@ -239,6 +241,36 @@ def test_determinism_across_workers(tmp_path):
 
 
 # ----------------------------------------------------------------- configuration and files
+def test_star_injections_option():
+    """reals.star_fraction: off by default (same draws and fingerprint as before it existed);
+    when on, that share of the injections sits on a star present in both images."""
+    from realbogus.simulation.generator import fingerprint, generate_chunk
+
+    small = {"chunk_rows": 256, "train": {"n_real": 200, "n_bogus": 56}}
+    off = resolve_config(small)
+    explicit = resolve_config({**small, "reals": {"star_fraction": 0.0, "star_contrast": [0.5, 0.6]}})
+    assert fingerprint(off, "train") == fingerprint(explicit, "train")  # contrast unused when off
+    a, b = generate_chunk(off, "train", 0), generate_chunk(explicit, "train", 0)
+    assert np.array_equal(a["images"], b["images"]) and np.array_equal(a["kind"], b["kind"])
+    on = resolve_config({**small, "reals": {"star_fraction": 0.3}})
+    assert fingerprint(on, "train") != fingerprint(off, "train")
+    c = generate_chunk(on, "train", 0)
+    star = c["kind"] == K.kind_code("star_artificial_real")
+    genuine = (c["label"] == 1) & (c["true_label"] == 1)
+    assert 0.2 < star.sum() / genuine.sum() < 0.4
+    assert (c["label"][star] == 1).all() and (c["true_label"][star] == 1).all()
+    # The reference holds a source at the centre for star injections, not for random ones.
+    def centre_excess(images):
+        ref = images[..., 1]
+        return ref[:, 13:16, 13:16].mean(axis=(1, 2)) - np.median(ref, axis=(1, 2))
+    rand = c["kind"] == K.kind_code("rand_artificial_real")
+    assert np.median(centre_excess(c["images"][star])) > 10 * max(np.median(centre_excess(c["images"][rand])), 1.0)
+    with pytest.raises(ConfigError, match="star_fraction"):
+        resolve_config({"reals": {"star_fraction": 1.5}})
+    with pytest.raises(ConfigError, match="star_contrast"):
+        resolve_config({"reals": {"star_fraction": 0.1, "star_contrast": [2.0, 1.0]}})
+
+
 def test_resolve_config_errors():
     with pytest.raises(ConfigError, match="unknown key"):
         resolve_config({"trian": {}})

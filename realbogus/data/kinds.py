@@ -63,6 +63,8 @@ _KINDS: tuple[tuple[str, int], ...] = (
     ("injection_on_saturated", 0),     # 25: injected onto a saturated star, lost in it
     ("injection_on_bad_pixel", 0),     # 26: injected onto a defect that dominates the stamp
     ("injection_too_faint", 0),        # 27: injected far below the detection limit
+    # --- training reals added later (appended to keep the codes above)
+    ("star_artificial_real", 1),       # 28: injected onto a field star (a variable-star-like change)
 )
 
 KIND_NAMES: tuple[str, ...] = tuple(name for name, _ in _KINDS)
@@ -70,7 +72,7 @@ KIND_CODES: dict[str, int] = {name: code for code, name in enumerate(KIND_NAMES)
 _TRUE_CLASS: tuple[int, ...] = tuple(cls for _, cls in _KINDS)
 
 UNKNOWN = 0
-TRAIN_REAL_KINDS = ("galx_artificial_real", "rand_artificial_real")
+TRAIN_REAL_KINDS = ("galx_artificial_real", "rand_artificial_real", "star_artificial_real")
 TEST_REAL_KINDS = ("sn_in_host", "sn_hostless", "nuclear_transient")
 HIDDEN_REAL_KINDS = ("asteroid", "unreported_transient", "genuine_variable")
 FAILED_INJECTION_KINDS = ("injection_on_saturated", "injection_on_bad_pixel", "injection_too_faint")

@@ -21,7 +21,8 @@ reported beside them (``unoriented``). :func:`fading` says which ``isdiffpos`` v
 ``ztf_scores.csv``
     One row per alert in file order: ``index``, ``candid``, ``objectId``, ``drb``, ``rb``,
     ``isdiffpos``, ``magpsf``, ``ssdistnr``, ``nan_count`` (masked pixels of the stamp, set to 0
-    in the file and scored as they are), ``drb_class`` (``real``, ``bogus``, ``between`` or
+    in the file and scored as they are), ``template_peak_snr`` (:func:`template_peak_snr`),
+    ``drb_class`` (``real``, ``bogus``, ``between`` or
     ``none``), ``asteroid`` (1/0), ``swapped`` (1: scored with channels 0 and 1 swapped) and
     ``score`` (our probability of real, of the stamp as scored); with ``orient`` on also
     ``score_unoriented`` (the score of the stamp as stored in the file).
@@ -29,7 +30,9 @@ reported beside them (``unoriented``). :func:`fading` says which ``isdiffpos`` v
     Counts, the AUC of our score for probable reals against probable bogus (with a bootstrap
     interval), the Spearman correlation of our score with ``drb``, the fractions of probable
     reals scored real and of probable bogus scored bogus at ``score_threshold`` (with exact
-    binomial intervals), the same for asteroids, and a breakdown by ``isdiffpos``; ``orientation``
+    binomial intervals), the same for asteroids, ``on_template_source`` (how many of the reals
+    and bogus scored either way sit on a source in the template), and a breakdown by
+    ``isdiffpos``; ``orientation``
     (whether ``isdiffpos='f'`` alerts were swapped, and how many), and with ``orient`` on
     ``unoriented``: the score-dependent numbers again for the stamps as stored, unswapped.
 ``ztf_check.png`` / ``.pdf``
@@ -62,6 +65,7 @@ __all__ = [
     "FIGURE_FILE",
     "WORST_FILE",
     "load_alerts",
+    "template_peak_snr",
     "fading",
     "orient_triplets",
     "summarise",
@@ -223,6 +227,31 @@ def _asteroids(ssdistnr: np.ndarray, radius: float) -> np.ndarray:
         return np.isfinite(ssdistnr) & (ssdistnr >= 0) & (ssdistnr < radius)
 
 
+#: Template peak (sigma above the stamp's sky) from which a candidate counts as sitting on a source.
+SOURCE_SNR = 20.0
+
+
+def template_peak_snr(images: np.ndarray, template_channel: int = 1, half_width: int = 2) -> np.ndarray:
+    """Brightest pixel of the template within ``half_width`` of the stamp centre, in units of
+    the template's robust noise (1.4826 MAD) above its median: large when the candidate sits
+    on a star or galaxy nucleus (a variable star, a residual), small on an empty sky.
+
+    ``images`` are (N, H, W, 3) as stored (ZTF: science, template, difference).
+    """
+    t = np.asarray(images, dtype=np.float64)[..., template_channel]
+    cy, cx = t.shape[1] // 2, t.shape[2] // 2
+    flat = t.reshape(t.shape[0], -1)
+    sky = np.median(flat, axis=1)
+    noise = 1.4826 * np.median(np.abs(flat - sky[:, None]), axis=1)
+    peak = t[:, cy - half_width:cy + half_width + 1, cx - half_width:cx + half_width + 1].max(axis=(1, 2))
+    return (peak - sky) / np.maximum(noise, 1e-12)
+
+
+def _on_source(snr: np.ndarray, sel: np.ndarray) -> dict:
+    return {"n": int(sel.sum()), "n_on_source": int((snr[sel] >= SOURCE_SNR).sum()),
+            "median_template_snr": _median(snr[sel])}
+
+
 def summarise(
     scores,
     columns: Mapping[str, np.ndarray],
@@ -241,7 +270,8 @@ def summarise(
     scores
         Our probability of real for each alert.
     columns
-        At least ``drb``; ``ssdistnr``, ``isdiffpos`` and ``nan_count`` when present.
+        At least ``drb``; ``ssdistnr``, ``isdiffpos``, ``nan_count`` and ``template_peak_snr``
+        (:func:`template_peak_snr`) when present.
     drb_real, drb_bogus
         ``drb >= drb_real`` is probably real, ``drb < drb_bogus`` probably bogus.
     score_threshold
@@ -309,6 +339,16 @@ def summarise(
         "n_probably_real": int((asteroid & real).sum()),
         "scored_real": _fraction(passed[asteroid], confidence),
     }
+    if "template_peak_snr" in columns:
+        # Where the disagreements sit: on a star / nucleus in the template, or on empty sky.
+        snr = np.asarray(columns["template_peak_snr"], dtype=np.float64)
+        out["on_template_source"] = {
+            "min_template_snr": SOURCE_SNR,
+            "reals_scored_bogus": _on_source(snr, real & ~passed),
+            "reals_scored_real": _on_source(snr, real & passed),
+            "bogus_scored_real": _on_source(snr, bogus & passed),
+            "bogus_scored_bogus": _on_source(snr, bogus & ~passed),
+        }
     if "isdiffpos" in columns:
         # 't': new - ref, a brightening; 'f': ref - new, a fading source (the simulation has none;
         # check_ztf swaps new and ref for those unless orient=False)
@@ -562,6 +602,7 @@ def check_ztf(
     from realbogus.evaluation.plots import save_figure
     from realbogus.io import save_csv_table, save_json
 
+    columns["template_peak_snr"] = template_peak_snr(images)
     fade = fading(columns["isdiffpos"])
     swapped = fade if orient else np.zeros_like(fade)
     scored = orient_triplets(images, swapped) if swapped.any() else images
@@ -601,7 +642,7 @@ def check_ztf(
     save_csv_table(out / SCORES_FILE, {
         "index": np.arange(len(scores)),
         **{k: columns[k] for k in ("candid", "objectId", "drb", "rb", "isdiffpos", "magpsf", "ssdistnr",
-                                   "nan_count")},
+                                   "nan_count", "template_peak_snr")},
         "drb_class": drb_class,
         "asteroid": _asteroids(columns["ssdistnr"], asteroid_radius).astype(np.int8),
         "swapped": swapped.astype(np.int8),
@@ -642,6 +683,11 @@ def format_summary(summary: Mapping) -> str:
         f"probable bogus scored < {t:g}: {frac(s['bogus_scored_bogus'])}",
         f"asteroids scored >= {t:g}: {frac(s['asteroids']['scored_real'])}",
     ]
+    src = s.get("on_template_source")
+    if src is not None:
+        lines.append(f"on a template source (>= {src['min_template_snr']:g} sigma at the centre): "
+                     + ", ".join(f"{name.replace('_', ' ')} {g['n_on_source']}/{g['n']}"
+                                 for name, g in src.items() if isinstance(g, dict)))
     for sign, g in (s.get("by_isdiffpos") or {}).items():
         auc_g = "n/a" if g["auc"] is None else f"{g['auc']:.3f}"
         lines.append(f"isdiffpos={sign}: {g['n']} alerts, AUC {auc_g}, reals scored real "

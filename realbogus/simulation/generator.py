@@ -10,7 +10,7 @@ two chunks per worker are in flight.
 
 Composition of a chunk
 - Training split: real-labelled rows are injections (``reals.galaxy_fraction`` near a host,
-  the rest at random), except a fraction ``label_errors.failed_injection_rate`` that are
+  ``reals.star_fraction`` onto a field star, the rest at random), except a fraction ``label_errors.failed_injection_rate`` that are
   failed injections (truly bogus); bogus-labelled rows are actual detections drawn from each
   sensor's mix of bogus kinds, except a fraction ``label_errors.hidden_real_rate`` that are
   hidden reals (truly real). The error counts are allocated exactly (rounded) over the split.
@@ -104,6 +104,8 @@ DEFAULTS: dict = {
     },
     "reals": {
         "galaxy_fraction": 0.5,
+        "star_fraction": 0.0,
+        "star_contrast": [0.15, 3.0],
         "train_mag_bright": 13.0,
         "train_mag_faint": 0.3,
         "test_mix": {"sn_in_host": 0.8, "sn_hostless": 0.1, "nuclear_transient": 0.1},
@@ -160,6 +162,10 @@ EXTRA_FIELDS = {
 }
 #: Parameters that do not change the generated data (left out of the fingerprint).
 _NON_DATA_KEYS = ("workers",)
+#: Parameters added after files were first written: (group, key) -> the value that leaves the
+#: data as before, and the keys that only matter otherwise. At that value they are left out of
+#: the fingerprint, so files written before they existed stay valid.
+_ADDED_KEYS = {("reals", "star_fraction"): (0.0, ("star_contrast",))}
 
 
 def _deep_merge(base: dict, override: Mapping, path: str = "") -> dict:
@@ -217,6 +223,13 @@ def resolve_config(cfg=None) -> dict:
         v = out["label_errors"][key]
         if not 0.0 <= float(v) < 0.5:
             raise ConfigError(f"simulation config: label_errors.{key} must be in [0, 0.5), got {v!r}")
+    r = out["reals"]
+    if not 0.0 <= float(r["star_fraction"]) <= 1.0:
+        raise ConfigError(f"simulation config: reals.star_fraction must be in [0, 1], got {r['star_fraction']!r}")
+    lo_hi = list(r["star_contrast"])
+    if len(lo_hi) != 2 or not 0.0 < float(lo_hi[0]) <= float(lo_hi[1]):
+        raise ConfigError(f"simulation config: reals.star_contrast must be [low, high] with 0 < low <= high, "
+                          f"got {r['star_contrast']!r}")
     if int(out["chunk_rows"]) < 16:
         raise ConfigError(f"simulation config: chunk_rows must be at least 16, got {out['chunk_rows']!r}")
     if int(out["workers"]) < 1:
@@ -244,7 +257,11 @@ def fingerprint(cfg: dict, split: str) -> str:
     """Hash of the parameters that determine a split's data (all but ``workers`` and the other
     split's size)."""
     other = SPLITS[1 - _split_index(split)]
-    data = {k: v for k, v in cfg.items() if k not in _NON_DATA_KEYS and k != other}
+    data = copy.deepcopy({k: v for k, v in cfg.items() if k not in _NON_DATA_KEYS and k != other})
+    for (group, key), (neutral, dependents) in _ADDED_KEYS.items():
+        if data.get(group, {}).get(key, neutral) == neutral:
+            for k in (key, *dependents):
+                data[group].pop(k, None)
     data["split"] = split
     data["sim_version"] = SIM_VERSION
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -385,8 +402,11 @@ def generate_chunk(cfg: dict, split: str, index: int, plan_row=None) -> dict:
     sensor[:n_real] = rng.integers(0, N_SENSORS, n_real)
     kind[:n_failed] = _choose(rng, n_failed, le["failed_injection_mix"])
     if split == "train":
-        g = cfg["reals"]["galaxy_fraction"]
-        kind[n_failed:n_real] = _choose(rng, n_real - n_failed, {"galx_artificial_real": g, "rand_artificial_real": 1.0 - g})
+        g, st = cfg["reals"]["galaxy_fraction"], float(cfg["reals"]["star_fraction"])
+        mix = {"galx_artificial_real": g, "rand_artificial_real": 1.0 - g}
+        if st > 0:  # (at 0 the draws stay those of files written before the option existed)
+            mix = {k: v * (1.0 - st) for k, v in mix.items()} | {"star_artificial_real": st}
+        kind[n_failed:n_real] = _choose(rng, n_real - n_failed, mix)
     else:
         kind[n_failed:n_real] = _choose(rng, n_real - n_failed, cfg["reals"]["test_mix"])
 

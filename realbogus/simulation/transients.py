@@ -8,6 +8,9 @@ The detection, and so the stamp's centre, is the transient itself.
   the nucleus, the rest anywhere out to twice the effective radius).
 - ``rand_artificial_real``: a point source injected at a random position (it may land on a
   field star or galaxy by chance, as in the survey).
+- ``star_artificial_real``: a point source injected exactly onto a field star, adding
+  ``reals.star_contrast`` (log-uniform range) times the star's flux: a variable-star-like
+  brightening, which surveys such as ZTF label real. Off by default (``reals.star_fraction: 0``).
 - ``sn_in_host``: a supernova; its offset from the host follows the host's exponential light.
 - ``sn_hostless``: no visible host (half of them have a faint, compact one).
 - ``nuclear_transient``: at the nucleus of a concentrated galaxy (tidal disruptions, AGN flares).
@@ -102,6 +105,20 @@ def _rand_artificial_real(scene, rows, rng, cfg):
     inject(scene, rows, train_mags(scene, rows, rng, cfg))
 
 
+def _star_artificial_real(scene, rows, rng, cfg):
+    n = len(rows)
+    c = scene.c
+    mag = train_mags(scene, rows, rng, cfg)
+    lo, hi = (float(v) for v in cfg["reals"]["star_contrast"])
+    contrast = np.exp(rng.uniform(np.log(lo), np.log(hi), n))
+    star = mag_to_flux(mag, c.flux_zp[rows]) / contrast
+    # The star sits under the injection, to the precision of a catalogue position.
+    sx = c.cx[rows] + rng.normal(0.0, 0.05, n)
+    sy = c.cy[rows] + rng.normal(0.0, 0.05, n)
+    scene.add_star(rows, sx, sy, star)
+    inject(scene, rows, mag)
+
+
 def _sn_in_host(scene, rows, rng, cfg):
     n = len(rows)
     host = draw_host(rng, n, (14.0, 20.5))
@@ -131,6 +148,7 @@ def _nuclear_transient(scene, rows, rng, cfg):
 RENDERERS = {
     "galx_artificial_real": _galx_artificial_real,
     "rand_artificial_real": _rand_artificial_real,
+    "star_artificial_real": _star_artificial_real,
     "sn_in_host": _sn_in_host,
     "sn_hostless": _sn_hostless,
     "nuclear_transient": _nuclear_transient,
