@@ -252,6 +252,7 @@ def _roc_figure(rows: list[dict], path: Path, title: str) -> list[Path]:
 def _summary_figure(rows: list[dict], path: Path) -> list[Path]:
     """Bogus per night at TPR 0.9 per method, with its bootstrap interval, log scale."""
     from matplotlib.figure import Figure
+    from matplotlib.ticker import NullFormatter
 
     from realbogus.evaluation.plots import save_figure
 
@@ -265,11 +266,13 @@ def _summary_figure(rows: list[dict], path: Path) -> list[Path]:
     val, lo, hi = (np.maximum(np.nan_to_num(a, nan=floor), floor) for a in (val, lo, hi))
     ax.barh(y, val, color=[f"C{i}" for i in range(len(rows))], alpha=0.8)
     ax.errorbar(val, y, xerr=[val - lo, hi - val], fmt="none", ecolor="k", capsize=3, lw=1)
-    for yi, v in zip(y, val):
-        ax.text(v * 1.15, yi, f"{v:,.0f}", va="center", fontsize=8)
+    for yi, v, h in zip(y, val, hi):
+        ax.text(h * 1.1, yi, f"{v:,.0f}", va="center", fontsize=8)  # beyond the interval's end
     ax.set_yticks(y, [r["method"] for r in rows], fontsize=8)
     ax.set_xscale("log")
-    ax.set_xlabel("bogus candidates per night kept at TPR 0.9 (of 10^6 bogus detections; 95% interval)")
+    ax.set_xlim(float(np.min(lo)) / 1.5, float(np.max(hi)) * 2.0)
+    ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels collide
+    ax.set_xlabel("bogus candidates a night kept at TPR 0.9\n(of 10^6 bogus detections; bars: 95% interval)")
     ax.set_title("Candidates a night for a human to vet", fontsize=10)
     return save_figure(fig, path)
 

@@ -3,6 +3,7 @@ the whole smoke-scale chain through figures and report."""
 
 from __future__ import annotations
 
+import json
 import os
 import subprocess
 import sys
@@ -91,6 +92,44 @@ def test_verdicts():
     assert "leans the paper's way" in verdict(_row(1e-3, 5e-4, 9e-3), _row(2e-3, 1e-3, 4e-3), "x")
     assert "does not hold" in verdict(_row(3e-3, 1e-3, 4e-3), _row(2e-3, 1e-3, 4e-3), "x")
     assert "not measured" in verdict(None, _row(2e-3, 1e-3, 4e-3), "x")
+
+
+def test_failed_claim_names_an_unfinished_training(tmp_path):
+    """A claim that fails while the claimed method's run was still improving says so; else it doesn't."""
+    def run(name, epochs, best):
+        d = tmp_path / name
+        d.mkdir()
+        (d / "run_state.json").write_text(json.dumps({"epochs_trained": epochs, "best_epoch": best}))
+        return str(d)
+
+    base = {**_row(2e-3, 1e-3, 4e-3), "run_dirs": run("simple", 4, 3)}
+    rising = {**_row(3e-3, 1e-3, 4e-3), "run_dirs": run("complex", 2, 2)}
+    done = {**_row(3e-3, 1e-3, 4e-3), "run_dirs": run("converged", 9, 5)}
+    text = verdict(rising, base, "x")
+    assert "does not hold" in text and "after 2 epochs" in text and "other trained 4 epochs" in text
+    assert "undertrained" not in verdict(done, base, "x")
+
+
+def test_robustness_verdict_uses_the_rise_and_its_seed_error(monkeypatch):
+    import realbogus.label_noise.robustness as rob
+    from realbogus.reporting import _section_robustness
+
+    monkeypatch.setattr(rob, "summary_markdown", lambda *a, **k: "")  # only the verdict lines matter here
+
+    def cells(method, fprs, std):
+        return [{"method": method, "noise_mode": "boundary", "noise_rate": r, "n_seeds": 2,
+                 "fpr_at_tpr_0.9_mean": f, "fpr_at_tpr_0.9_std": std} for r, f in zip((0, 20), fprs)]
+
+    def text(paper, other, std):
+        out: list[str] = []
+        summary = cells("complex_ce_ech_vat_unlabel", paper, std) + cells("simple_ce", other, std)
+        _section_robustness({"robustness": summary}, out, "fig")
+        return next(line for line in out if "simple_ce" in line)
+
+    # Same relative growth (2x), but a larger absolute rise for the paper's method: not robustness.
+    assert "does not hold" in text((0.05, 0.10), (0.02, 0.04), 0.001)
+    assert "**holds**" in text((0.05, 0.06), (0.02, 0.08), 0.001)
+    assert "leans the paper's way" in text((0.05, 0.06), (0.02, 0.04), 0.02)
 
 
 def _compose(overrides):
