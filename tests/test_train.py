@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
-from omegaconf import open_dict
+from omegaconf import OmegaConf, open_dict
 
 REPO = Path(__file__).resolve().parents[1]
 MODELS = ["simple", "complex"]
@@ -98,6 +98,21 @@ def test_interrupted_run_resumes_and_finished_run_is_not_retrained(smoke_dir, tm
     run_training(cfg, tmp_path)
     assert (tmp_path / "model.keras").stat().st_mtime == mtime
     assert "precision: float32" in (tmp_path / "run_config.yaml").read_text()
+
+
+def test_run_saved_before_a_simulator_option_existed_is_reused(smoke_dir, tmp_path):
+    """A run_config.yaml without simulator keys added later (at their defaults) still matches."""
+    from realbogus.training.driver import run_training
+
+    cfg = tiny(compose_train(["model=simple", "loss=ce", "data=smoke"]), smoke_dir)
+    run_training(cfg, tmp_path)
+    saved = OmegaConf.load(tmp_path / "run_config.yaml")
+    del saved.data.simulation.reals["star_fraction"]
+    del saved.data.simulation.reals["star_contrast"]
+    (tmp_path / "run_config.yaml").write_text(OmegaConf.to_yaml(saved))
+    mtime = (tmp_path / "model.keras").stat().st_mtime
+    run_training(cfg, tmp_path)  # finished and matching: not retrained
+    assert (tmp_path / "model.keras").stat().st_mtime == mtime
 
 
 def test_changed_config_in_same_run_folder_is_refused(smoke_dir, tmp_path):
