@@ -107,12 +107,8 @@ def _training(row: dict) -> tuple[int, bool] | None:
     """(most epochs trained, whether any run's best epoch was its last) of a table row's runs."""
     epochs, still = [], False
     for run_dir in str(row.get("run_dirs", "")).split():
-        try:
-            with open(Path(run_dir) / "run_state.json") as fh:
-                state = json.load(fh)
-        except (OSError, ValueError):
-            return None
-        if "epochs_trained" not in state or "best_epoch" not in state:
+        state = _run_state(run_dir)
+        if state is None or "epochs_trained" not in state or "best_epoch" not in state:
             return None
         epochs.append(int(state["epochs_trained"]))
         still |= int(state["best_epoch"]) >= int(state["epochs_trained"])
@@ -140,15 +136,20 @@ def _row(rows: list[dict] | None, method: str) -> dict | None:
     return next((r for r in rows or [] if r["method"] == method), None)
 
 
+def _run_state(run_dir) -> dict | None:
+    """A run folder's ``run_state.json``, or None when it is missing or unreadable."""
+    try:
+        with open(Path(run_dir) / "run_state.json") as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
 def _wall(run_dirs) -> tuple[float, int]:
     """Seconds recorded by the runs' last sessions, and how many runs recorded one."""
     total, n = 0.0, 0
     for run_dir in run_dirs:
-        try:
-            with open(Path(run_dir) / "run_state.json") as fh:
-                s = json.load(fh)
-        except (OSError, ValueError):
-            continue
+        s = _run_state(run_dir) or {}
         if "wall_seconds_last_session" in s:
             total += float(s["wall_seconds_last_session"])
             n += 1
@@ -160,12 +161,10 @@ def _section_runs(res, out: list[str]) -> None:
     lines = []
     for run_dir in res.get("run_dirs", []):
         run_dir = Path(run_dir)
-        try:
-            with open(run_dir / "run_state.json") as fh:
-                state = json.load(fh)
-            trainer = OmegaConf.load(run_dir / "run_config.yaml").trainer
-        except (OSError, ValueError):
+        state = _run_state(run_dir)
+        if state is None or not (run_dir / "run_config.yaml").is_file():
             continue
+        trainer = OmegaConf.load(run_dir / "run_config.yaml").trainer
         wall = state.get("wall_seconds_last_session")
         lines.append(f"| `{run_dir.name}` | {state.get('epochs_trained', '?')} of {trainer.epochs} | "
                      f"{trainer.batch_size} | {trainer.precision} | "

@@ -10,8 +10,8 @@ two chunks per worker are in flight.
 
 Composition of a chunk
 - Training split: real-labelled rows are injections (``reals.galaxy_fraction`` near a host,
-  ``reals.star_fraction`` onto a field star, the rest at random), except a fraction ``label_errors.failed_injection_rate`` that are
-  failed injections (truly bogus); bogus-labelled rows are actual detections drawn from each
+  ``reals.star_fraction`` onto a field star, the rest at random), except a fraction
+  ``label_errors.failed_injection_rate`` that are failed injections (truly bogus); bogus-labelled rows are actual detections drawn from each
   sensor's mix of bogus kinds, except a fraction ``label_errors.hidden_real_rate`` that are
   hidden reals (truly real). The error counts are allocated exactly (rounded) over the split.
 - Test split: actual transients (``reals.test_mix``) and actual bogus from other nights
@@ -53,6 +53,7 @@ __all__ = [
     "EXTRA_FIELDS",
     "resolve_config",
     "fingerprint",
+    "fill_added_keys",
     "chunk_plan",
     "generate_chunk",
     "generate_kind",
@@ -64,8 +65,8 @@ SPLITS = ("train", "test")
 #: older version are not silently reused. Bump it whenever the output for a given seed changes.
 SIM_VERSION = 1
 
-#: The simulator's parameters; ``conf/data/simulation/tomoe.yaml`` holds the same values with a
-#: comment on each (a test keeps the two in step).
+#: The simulator's parameters; the ``simulation:`` block of ``conf/data/quick.yaml`` holds the same
+#: values with a comment on each (a test keeps the two in step).
 DEFAULTS: dict = {
     "seed": 2022,
     "instrument_seed": 84,
@@ -166,6 +167,15 @@ _NON_DATA_KEYS = ("workers",)
 #: data as before, and the keys that only matter otherwise. At that value they are left out of
 #: the fingerprint, so files written before they existed stay valid.
 _ADDED_KEYS = {("reals", "star_fraction"): (0.0, ("star_contrast",))}
+
+
+def fill_added_keys(sim: dict) -> dict:
+    """Give a simulation config saved before :data:`_ADDED_KEYS` existed their defaults (in place)."""
+    for (group, key), (_, dependents) in _ADDED_KEYS.items():
+        if isinstance(sim.get(group), dict):
+            for k in (key, *dependents):
+                sim[group].setdefault(k, copy.deepcopy(DEFAULTS[group][k]))
+    return sim
 
 
 def _deep_merge(base: dict, override: Mapping, path: str = "") -> dict:

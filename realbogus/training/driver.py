@@ -103,7 +103,10 @@ def _check_resumable(run_dir: Path, cfg: DictConfig) -> dict | None:
     old.setdefault("data_subset", {"name": "all", "sensors": None, "n_train": None, "test_sensors": False,
                                    "seed": 0, "run_tag": ""})
     # ... and from before simulator options added later, with those options at their defaults.
-    _default_added_simulation_keys(old)
+    if isinstance((old.get("data") or {}).get("simulation"), dict):
+        from realbogus.simulation.generator import fill_added_keys
+
+        fill_added_keys(old["data"]["simulation"])
     diffs = _config_diff(old, OmegaConf.to_container(cfg, resolve=True))
     diffs = [d for d in diffs if not d.startswith(_RESUME_NEUTRAL)]
     if diffs:
@@ -112,19 +115,6 @@ def _check_resumable(run_dir: Path, cfg: DictConfig) -> dict | None:
             "choose another run_name=... or pass trainer.resume=false to start it over"
         )
     return state
-
-
-def _default_added_simulation_keys(old: dict) -> None:
-    """Fill simulator parameters that did not exist when ``old`` was saved with their defaults."""
-    from realbogus.simulation.generator import _ADDED_KEYS, DEFAULTS
-
-    sim = (old.get("data") or {}).get("simulation")
-    if not isinstance(sim, dict):
-        return
-    for (group, key), (_, dependents) in _ADDED_KEYS.items():
-        if isinstance(sim.get(group), dict):
-            for k in (key, *dependents):
-                sim[group].setdefault(k, DEFAULTS[group][k])
 
 
 def _config_diff(a, b, prefix: str = "") -> list[str]:
