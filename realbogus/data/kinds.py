@@ -21,6 +21,8 @@ __all__ = [
     "TEST_REAL_KINDS",
     "HIDDEN_REAL_KINDS",
     "FAILED_INJECTION_KINDS",
+    "VARIABLE_KINDS",
+    "FIRST_ALERT_KIND",
     "UNKNOWN",
     "kind_code",
     "true_class_of_kind",
@@ -65,9 +67,17 @@ _KINDS: tuple[tuple[str, int], ...] = (
     ("injection_too_faint", 0),        # 27: injected far below the detection limit
     # --- training reals added later (appended to keep the codes above)
     ("star_artificial_real", 1),       # 28: injected onto a field star (a variable-star-like change)
+    # --- kinds modelled on real survey alerts (appended later)
+    ("bright_star_residual", 0),       # 29: detection in the wings, spikes or bleed of a bright star
+    ("variable_star", 1),              # 30: genuine brightening of a star (real for ZTF's labels)
+    ("nuclear_variable", 1),           # 31: genuine change of a galaxy nucleus (AGN-like)
 )
 
 KIND_NAMES: tuple[str, ...] = tuple(name for name, _ in _KINDS)
+#: Code of the first kind modelled on real survey alerts. Kinds from here on take part in a
+#: simulation only when its configuration asks for them, so configurations that do not produce
+#: the same data (and files) as before these kinds existed.
+FIRST_ALERT_KIND = 29
 KIND_CODES: dict[str, int] = {name: code for code, name in enumerate(KIND_NAMES)}
 _TRUE_CLASS: tuple[int, ...] = tuple(cls for _, cls in _KINDS)
 
@@ -76,6 +86,9 @@ TRAIN_REAL_KINDS = ("galx_artificial_real", "rand_artificial_real", "star_artifi
 TEST_REAL_KINDS = ("sn_in_host", "sn_hostless", "nuclear_transient")
 HIDDEN_REAL_KINDS = ("asteroid", "unreported_transient", "genuine_variable")
 FAILED_INJECTION_KINDS = ("injection_on_saturated", "injection_on_bad_pixel", "injection_too_faint")
+#: Genuine changes of a static source (a star, a galaxy nucleus). Whether a survey labels them real
+#: is its own choice: ZTF does; the Tomo-e preset keeps them among the bogus (``genuine_variable``).
+VARIABLE_KINDS = ("variable_star", "nuclear_variable")
 REAL_KINDS = tuple(n for n, c in _KINDS if c == 1)
 BOGUS_KINDS = tuple(n for n, c in _KINDS if c == 0)
 #: Bogus kinds drawn as ordinary "actual detections".

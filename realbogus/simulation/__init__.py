@@ -1,9 +1,11 @@
-"""Simulation of Tomo-e-like (new, reference, difference) triplets with known ground truth.
+"""Simulation of (new, reference, difference) triplets with known ground truth.
 
-Modules, one job each:
+The camera is a preset of ``conf/instrument/`` (``simulation.instrument`` and the conditions,
+mixes and labelling it implies): Tomo-e Gozen by default, ZTF as a second one
+(:func:`instrument_preset`). Modules, one job each:
 
-- :mod:`.sensors`: the 84 sensors (layout, gain, read noise, PSF quality, vignetting, defects,
-  each sensor's mix of bogus kinds);
+- :mod:`.sensors`: the camera's sensors (layout, gain, read noise, PSF quality, vignetting,
+  defects, each sensor's mix of bogus kinds);
 - :mod:`.psf`: Moffat PSFs and smoothing kernels on the pixel grid, vectorised over a batch;
 - :mod:`.scenes`: observing conditions, stars and galaxies, PSF-matched subtraction and the
   noise model (electrons in, ADU out);
@@ -26,6 +28,7 @@ from realbogus.simulation.generator import (
     SIM_VERSION,
     fingerprint,
     generate_kind,
+    instrument_preset,
     resolve_config,
     simulate_split,
 )
@@ -38,6 +41,7 @@ __all__ = [
     "simulate_split",
     "generate_kind",
     "resolve_config",
+    "instrument_preset",
 ]
 
 

@@ -17,6 +17,11 @@ Subtraction residuals (star rendered in the new image and, with an error, in the
 - ``saturated_star``: a star 1.5-300 times over the full well: flat top clipped at different
   levels in the new image and the (scaled) reference, with wing residuals.
 - ``variable_star_no_change``: a 2-12% photometric (colour-term) error on a star.
+- ``bright_star_residual`` (modelled on real alerts; off in the Tomo-e preset): the detection
+  lies 2-9 pixels from a star between a third of and 300 times its saturation level, in what
+  its subtraction leaves: the core's dipole or ring (its own registration and width errors),
+  the wings (an aureole holding 3-12% of the light that the matching kernel gets wrong by
+  ~25%), diffraction spikes (``instrument.spikes``) and, on CCDs, saturated bleed trails.
 
 Detector and environment (new image only; ``post`` marks read-out offsets without shot noise)
 - ``cosmic_ray``: compact spots (Gaussian, sigma 0.3-1.1 pixel: the wider ones look like a
@@ -37,6 +42,10 @@ Detector and environment (new image only; ``post`` marks read-out offsets withou
 - ``noise_peak``: pure background whose fluctuation reaches the threshold: the noise is
   conditioned on the matched-filter S/N, so on average it has the PSF's shape.
 
+Masked regions beside the candidate (``instrument.masked_fraction``, off for Tomo-e): a share
+of all stamps, real or bogus, gets a block of zeros in every channel 3-12 pixels from the
+detection, as pipelines blank pixels off the detector (:func:`add_masked_regions`).
+
 Label errors
 - Hidden reals among the bogus: ``asteroid`` (no reference counterpart; some trailed),
   ``unreported_transient`` (like the test transients), ``genuine_variable`` (a star that did
@@ -55,7 +64,8 @@ from realbogus.simulation import transients as _tr
 from realbogus.simulation.scenes import Scene, mag_to_flux, sersic
 from realbogus.simulation.sensors import SENSOR_SHAPE
 
-__all__ = ["RENDERERS", "PIXEL_CENTRED", "place", "add_clutter", "detection_snr", "star_residual_shape"]
+__all__ = ["RENDERERS", "PIXEL_CENTRED", "place", "add_clutter", "add_masked_regions", "detection_snr",
+           "star_residual_shape"]
 
 _GRID = np.arange(_psf.STAMP, dtype=np.float32)
 #: Kinds whose detection is centred on a pixel (the defect), not at a sub-pixel position.
@@ -240,6 +250,66 @@ def _variable_star_no_change(scene, rows, rng, cfg):
     scene.add_star(rows, sx, sy, flux, scale=1.0 - eps)
 
 
+def _spikes(x0, y0, angle, sigma, length) -> np.ndarray:
+    """Four diffraction spikes of total flux 1 from (x0, y0): two lines at ``angle`` and
+    ``angle + 90`` degrees, each made of three nested segments so the light falls off outward."""
+    out = np.zeros((np.size(x0), _psf.STAMP, _psf.STAMP), np.float32)
+    for k in (0.0, 0.5 * np.pi):
+        ux, uy = np.cos(angle + k), np.sin(angle + k)
+        for frac in (1.0, 0.5, 0.25):
+            half = frac * length
+            out += _segment(x0 - half * ux, y0 - half * uy, x0 + half * ux, y0 + half * uy, sigma)
+    out /= (7.0 * np.asarray(length, np.float32))[:, None, None]
+    return out
+
+
+def _bright_star_residual(scene, rows, rng, cfg):
+    n = len(rows)
+    c = scene.c
+    # The detection lies 2-9 pixels from a bright star: in its wings, a spike, a bleed trail or
+    # the dipole/ring its core leaves.
+    d = rng.uniform(2.0, 9.0, n)
+    phi = rng.uniform(0.0, 2 * np.pi, n)
+    sx = c.cx[rows] - d * np.cos(phi)
+    sy = c.cy[rows] - d * np.sin(phi)
+    # The core is matched with this star's own registration, width and scaling errors.
+    dx, dy = rng.normal(0.0, 0.15, (2, n))
+    width = 1.0 + rng.normal(0.0, 0.06, n)
+    scale = 1.0 + rng.normal(0.0, 0.02, n)
+    # The wings: an aureole (a broad Moffat, beta 1.6-2.2, 3-6 times the core's FWHM) holding
+    # 3-12% of the light, which a kernel fitted to the cores reproduces only to 25% (rms).
+    halo_frac = rng.uniform(0.03, 0.12, n)
+    halo = _psf.moffat(sx, sy, halo_frac, c.fwhm_new[rows] * rng.uniform(3.0, 6.0, n), rng.uniform(1.6, 2.2, n))
+    halo_err = 1.0 + rng.normal(0.0, 0.25, n)
+    # Diffraction spikes of the telescope (fixed on the detector), broadened by each image's PSF.
+    strength, angle = (float(v) for v in cfg["instrument"]["spikes"])
+    length = rng.uniform(8.0, 20.0, n)
+    spike_err = 1.0 + rng.normal(0.0, 0.2, n)
+    core_new = scene.psf_new(rows, sx, sy, 1.0)
+    core_match = scene.psf_new(rows, sx + c.match_dx[rows] + dx, sy + c.match_dy[rows] + dy,
+                               c.match_scale[rows] * scale, fwhm_scale=c.match_width[rows] * width)
+    new = core_new + halo
+    ref = scene.psf_ref(rows, sx, sy, 1.0) + halo
+    match = core_match + halo * halo_err.astype(np.float32)[:, None, None]
+    if strength > 0:
+        a = np.full(n, np.deg2rad(angle))
+        sig_new, sig_ref = c.fwhm_new[rows] / 2.3548, c.fwhm_ref[rows] / 2.3548
+        spikes_new = strength * _spikes(sx, sy, a, sig_new, length)
+        new += spikes_new
+        ref += strength * _spikes(sx, sy, a, sig_ref, length)
+        match += spikes_new * spike_err.astype(np.float32)[:, None, None]
+    snr = detection_snr(rng, n, "bright_star_residual", cfg)
+    flux = scene.amplitude_for_snr(rows, new - match, snr)
+    # Bright: from a third of the saturation level to 300 times it (capped at the brightest star).
+    peak = (c.beta_new[rows] - 1.0) / (np.pi * _alpha(scene, rows) ** 2)
+    sat_flux = (c.sat_e[rows] - c.sky_e[rows]) / peak
+    flux = _cap_flux(scene, rows, np.clip(flux, sat_flux / 3.0, 300.0 * sat_flux))
+    f = flux.astype(np.float32)[:, None, None]
+    scene.new[rows] += new * f
+    scene.ref[rows] += ref * f
+    scene.match[rows] += match * f
+
+
 # ------------------------------------------------------------------ detector and environment
 def _cosmic_ray_shapes(scene, rows, rng, cfg, x0=None, y0=None) -> np.ndarray:
     n = len(rows)
@@ -361,8 +431,9 @@ def _amp_glow(scene, rows, rng, cfg):
     # Sensor coordinates of every stamp pixel (the stamp centre pixel is at (x, y)).
     sx = c.x[rows][:, None] + (_GRID[None, :] - 14.0)
     sy = c.y[rows][:, None] + (_GRID[None, :] - 14.0)
-    dx = np.minimum(np.abs(sx), np.abs(SENSOR_SHAPE[0] - 1 - sx))
-    dy = np.minimum(np.abs(sy), np.abs(SENSOR_SHAPE[1] - 1 - sy))
+    w, h = c.sensor_shape
+    dx = np.minimum(np.abs(sx), np.abs(w - 1 - sx))
+    dy = np.minimum(np.abs(sy), np.abs(h - 1 - sy))
     lx = rng.uniform(15.0, 60.0, n)[:, None]
     ly = rng.uniform(50.0, 300.0, n)[:, None]
     gx = np.exp(-dx / lx)
@@ -426,12 +497,12 @@ def _crosstalk_ghost(scene, rows, rng, cfg):
 def _edge_masked(scene, rows, rng, cfg):
     n = len(rows)
     c = scene.c
-    w, h = SENSOR_SHAPE
+    w, h = c.sensor_shape
     # The rim (last unmasked line) passes 0-1.5 pixel from the detection; beyond it, masked.
     side = rng.integers(0, 4, n)  # mask toward -y, +y, -x, +x
     dist = rng.uniform(0.0, 1.5, n)
     x, y = c.x[rows], c.y[rows]
-    edge = _on_sensor_edge(x, y)
+    edge = _on_sensor_edge(x, y, c.sensor_shape)
     at_edge = edge >= 0
     side = np.where(at_edge, edge, side)
     to_edge = np.choose(np.clip(side, 0, 3), [y, h - 1 - y, x, w - 1 - x])
@@ -459,9 +530,9 @@ def _edge_masked(scene, rows, rng, cfg):
     scene.add_mask(rows[~at_edge], mask[~at_edge])
 
 
-def _on_sensor_edge(x, y) -> np.ndarray:
-    """Which side a stamp runs off the sensor on (0 -y, 1 +y, 2 -x, 3 +x), or -1."""
-    w, h = SENSOR_SHAPE
+def _on_sensor_edge(x, y, shape=SENSOR_SHAPE) -> np.ndarray:
+    """Which side a stamp runs off a sensor of ``shape`` (x, y) on (0 -y, 1 +y, 2 -x, 3 +x), or -1."""
+    w, h = shape
     side = np.full(np.shape(x), -1)
     side = np.where(y < 14, 0, side)
     side = np.where(y > h - 15, 1, side)
@@ -532,7 +603,7 @@ def _injection_too_faint(scene, rows, rng, cfg):
     near = rng.random(n) < 0.5
     if near.any():
         r = rows[near]
-        host = _tr.draw_host(rng, r.size, (14.0, 19.5))
+        host = _tr.draw_host(rng, r.size, (14.0, 19.5), pixel_scale=c.pixel_scale)
         _tr.add_host(scene, r, rng, host, rng.uniform(0.0, 2.0, r.size) * host["r_e"])
     _tr.inject(scene, rows, c.limit_mag[rows] + rng.uniform(1.0, 3.0, n))
 
@@ -554,6 +625,7 @@ RENDERERS = {
     "crosstalk_ghost": _crosstalk_ghost,
     "edge_masked": _edge_masked,
     "noise_peak": _noise_peak,
+    "bright_star_residual": _bright_star_residual,
     "asteroid": _asteroid,
     "unreported_transient": _unreported_transient,
     "genuine_variable": _genuine_variable,
@@ -601,15 +673,46 @@ def add_clutter(scene: Scene, rng: np.random.Generator, bg: dict, hot_density: n
         scene.new[rows] += img
 
 
-def place(kind: str, rng: np.random.Generator, n: int) -> tuple[np.ndarray, np.ndarray]:
+def add_masked_regions(scene: Scene, rng: np.random.Generator, fraction: float) -> None:
+    """Mask, in a share ``fraction`` of all stamps, a region beside the detection (not on it).
+
+    Pipelines blank pixels off the detector's edge and around bad regions; a real cutout then
+    holds a block of zeros in every channel a few pixels from a perfectly good candidate (ZTF's
+    alerts show such blocks). The region is a half-plane whose edge passes 3-12 pixels from the
+    detection, on a random side, and of limited extent along the edge in half the cases.
+    """
+    n = scene.c.n
+    rows = np.flatnonzero(rng.random(n) < fraction)
+    m = rows.size
+    if m == 0:
+        return
+    c = scene.c
+    side = rng.integers(0, 4, m)  # mask toward -y, +y, -x, +x
+    dist = rng.uniform(3.0, 12.0, m)
+    along_x = side < 2
+    centre = np.where(along_x, c.cy[rows], c.cx[rows])
+    sign = np.where(side % 2 == 0, -1.0, 1.0)
+    edge = centre + sign * dist
+    pos = _GRID[None, :]
+    beyond = np.where(sign[:, None] < 0, pos < edge[:, None], pos > edge[:, None])  # (m, 29)
+    block = rng.random(m) < 0.5
+    lo = np.where(block, rng.integers(0, 12, m), -1)
+    hi = np.where(block, rng.integers(17, 29, m), _psf.STAMP)
+    extent = (pos >= lo[:, None]) & (pos <= hi[:, None])
+    mask = np.where(along_x[:, None, None], beyond[:, :, None] & extent[:, None, :],
+                    beyond[:, None, :] & extent[:, :, None])
+    scene.add_mask(rows, mask, with_ref=True)
+
+
+def place(kind: str, rng: np.random.Generator, n: int, shape=SENSOR_SHAPE) -> tuple[np.ndarray, np.ndarray]:
     """On-sensor pixel positions of the centres of ``n`` stamps of ``kind``.
 
     Detections closer than half a stamp to the sensor's border are normally rejected, so stamps
     lie wholly on the sensor; the exceptions are amplifier glow (near the short edges, where the
     amplifiers are) and two fifths of the masked-edge detections (right at the border, with part
-    of the stamp off the sensor).
+    of the stamp off the sensor). ``shape`` is the sensor's size in pixels (x, y).
     """
-    w, h = SENSOR_SHAPE
+    w, h = shape
     m = 14.0
     x = rng.uniform(m, w - 1 - m, n)
     y = rng.uniform(m, h - 1 - m, n)

@@ -10,12 +10,20 @@ two chunks per worker are in flight.
 
 Composition of a chunk
 - Training split: real-labelled rows are injections (``reals.galaxy_fraction`` near a host,
-  ``reals.star_fraction`` onto a field star, the rest at random), except a fraction
+  ``reals.star_fraction`` onto a field star, ``reals.variable_fraction`` genuine changes of
+  stars and nuclei, the rest at random), except a fraction
   ``label_errors.failed_injection_rate`` that are failed injections (truly bogus); bogus-labelled rows are actual detections drawn from each
   sensor's mix of bogus kinds, except a fraction ``label_errors.hidden_real_rate`` that are
   hidden reals (truly real). The error counts are allocated exactly (rounded) over the split.
 - Test split: actual transients (``reals.test_mix``) and actual bogus from other nights
   (``bogus.test_mix``, ``test_conditions``), with clean labels.
+
+Camera presets
+- ``conf/instrument/<name>.yaml`` sets ``instrument`` (the camera) and what the camera decides:
+  ``conditions``, ``test_conditions``, the bogus mixes, the test reals and the labelling of
+  genuine variables. :data:`DEFAULTS` are the Tomo-e Gozen preset's values; keys added with
+  the presets are left out of the fingerprint at those values, so files and runs from before
+  stay valid (:func:`fill_added_keys`), and the Tomo-e data are the same bytes as before.
 
 Columns written (see :mod:`realbogus.data.format` for the core ones)
 - ``images``, ``label``, ``true_label``, ``sensor_id``, ``kind``, ``mag`` (magnitude of the
@@ -44,7 +52,7 @@ from realbogus.data import kinds as K
 from realbogus.data.format import DatasetWriter
 from realbogus.errors import ConfigError
 from realbogus.simulation import artifacts, scenes, transients
-from realbogus.simulation.sensors import N_SENSORS, GAIN_MODES, bogus_mix, make_sensors
+from realbogus.simulation.sensors import FIRST_KINDS, GAIN_MODES, TOMOE, SensorArray, bogus_mix, make_sensors
 
 __all__ = [
     "DEFAULTS",
@@ -54,9 +62,12 @@ __all__ = [
     "resolve_config",
     "fingerprint",
     "fill_added_keys",
+    "instrument_preset",
+    "camera",
     "chunk_plan",
     "generate_chunk",
     "generate_kind",
+    "possible_kinds",
     "simulate_split",
 ]
 
@@ -81,11 +92,22 @@ DEFAULTS: dict = {
         "failed_injection_mix": {"injection_on_saturated": 0.3, "injection_on_bad_pixel": 0.3,
                                  "injection_too_faint": 0.4},
     },
-    "instrument": {"gain_mode": "high", "zeropoint": 23.5, "frame_time": 0.5},
+    "instrument": {
+        "name": "tomoe",
+        "detector": "cmos",
+        **copy.deepcopy(TOMOE),  # the sensors: pixel scale, layout, gain, read noise, well, optics
+        "dark_current": [0.5, 6.0],
+        "zeropoint": 23.5,
+        "frame_time": 0.5,
+        "exposures": [9.0, 6.0],
+        "spikes": [0.0, 45.0],
+        "masked_fraction": 0.0,
+    },
     "conditions": {
         "seeing_median": 3.0,
         "seeing_sigma": 0.25,
         "bad_seeing_fraction": 0.06,
+        "bad_seeing_range": [5.0, 8.0],
         "ref_seeing_median": 2.4,
         "tracking_ellip": 0.03,
         "sky_bright": 18.0,
@@ -107,6 +129,9 @@ DEFAULTS: dict = {
         "galaxy_fraction": 0.5,
         "star_fraction": 0.0,
         "star_contrast": [0.15, 3.0],
+        "variable_fraction": 0.0,
+        "variable_mix": {"variable_star": 0.7, "nuclear_variable": 0.3},
+        "variable_contrast": [0.1, 3.0],
         "train_mag_bright": 13.0,
         "train_mag_faint": 0.3,
         "test_mix": {"sn_in_host": 0.8, "sn_hostless": 0.1, "nuclear_transient": 0.1},
@@ -136,6 +161,7 @@ DEFAULTS: dict = {
             "variable_star_no_change": 1.5, "cosmic_ray": 0.8, "hot_pixel": 0.7, "warm_pixel": 3.0,
             "column_defect": 1.0, "row_defect": 1.0, "rts_pixel": 2.0, "amp_glow": 2.0,
             "streak": 0.8, "crosstalk_ghost": 0.8, "edge_masked": 1.5, "noise_peak": 8.0,
+            "bright_star_residual": 1.0,
         },
         "dipole_offset_median": 0.25,
         "cosmic_ray_mix": {"spot": 0.35, "track": 0.45, "worm": 0.20},
@@ -166,15 +192,50 @@ _NON_DATA_KEYS = ("workers",)
 #: Parameters added after files were first written: (group, key) -> the value that leaves the
 #: data as before, and the keys that only matter otherwise. At that value they are left out of
 #: the fingerprint, so files written before they existed stay valid.
-_ADDED_KEYS = {("reals", "star_fraction"): (0.0, ("star_contrast",))}
+_ADDED_KEYS = {
+    ("reals", "star_fraction"): (0.0, ("star_contrast",)),
+    ("reals", "variable_fraction"): (0.0, ("variable_mix", "variable_contrast")),
+}
+#: Dotted keys added later whose default (the Tomo-e value in :data:`DEFAULTS`) gives the data of
+#: before: left out of the fingerprint at that value, filled in by :func:`fill_added_keys`.
+_ADDED_DEFAULTS = (
+    "instrument.name", "instrument.detector", "instrument.pixel_scale", "instrument.n_sensors",
+    "instrument.sensor_shape", "instrument.grid", "instrument.pitch_deg", "instrument.field_radius_deg",
+    "instrument.vignetting", "instrument.inv_gain", "instrument.read_noise", "instrument.full_well",
+    "instrument.gain_scatter", "instrument.read_noise_scatter", "instrument.dark_current",
+    "instrument.optics_fwhm", "instrument.exposures", "instrument.spikes", "instrument.masked_fraction",
+    "conditions.bad_seeing_range", "bogus.snr_slope.bright_star_residual",
+)
+
+
+def _lookup(tree: dict, dotted: str):
+    node = tree
+    for part in dotted.split("."):
+        if not isinstance(node, dict) or part not in node:
+            return _MISSING
+        node = node[part]
+    return node
+
+
+_MISSING = object()
 
 
 def fill_added_keys(sim: dict) -> dict:
-    """Give a simulation config saved before :data:`_ADDED_KEYS` existed their defaults (in place)."""
+    """Give a simulation config saved before some keys existed their defaults (in place).
+
+    Those defaults reproduce the data of before, so an old run's saved config still matches.
+    """
     for (group, key), (_, dependents) in _ADDED_KEYS.items():
         if isinstance(sim.get(group), dict):
             for k in (key, *dependents):
                 sim[group].setdefault(k, copy.deepcopy(DEFAULTS[group][k]))
+    for dotted in _ADDED_DEFAULTS:
+        *parents, last = dotted.split(".")
+        node = sim
+        for part in parents:
+            node = node.get(part) if isinstance(node, dict) else None
+        if isinstance(node, dict):
+            node.setdefault(last, copy.deepcopy(_lookup(DEFAULTS, dotted)))
     return sim
 
 
@@ -236,10 +297,11 @@ def resolve_config(cfg=None) -> dict:
     r = out["reals"]
     if not 0.0 <= float(r["star_fraction"]) <= 1.0:
         raise ConfigError(f"simulation config: reals.star_fraction must be in [0, 1], got {r['star_fraction']!r}")
-    lo_hi = list(r["star_contrast"])
-    if len(lo_hi) != 2 or not 0.0 < float(lo_hi[0]) <= float(lo_hi[1]):
-        raise ConfigError(f"simulation config: reals.star_contrast must be [low, high] with 0 < low <= high, "
-                          f"got {r['star_contrast']!r}")
+    if not 0.0 <= float(r["variable_fraction"]) <= 1.0:
+        raise ConfigError(f"simulation config: reals.variable_fraction must be in [0, 1], got {r['variable_fraction']!r}")
+    for key in ("star_contrast", "variable_contrast"):
+        _check_range(r[key], f"reals.{key}", low=0.0)
+    _check_instrument(out)
     if int(out["chunk_rows"]) < 16:
         raise ConfigError(f"simulation config: chunk_rows must be at least 16, got {out['chunk_rows']!r}")
     if int(out["workers"]) < 1:
@@ -249,7 +311,8 @@ def resolve_config(cfg=None) -> dict:
     allowed = {
         ("label_errors", "hidden_real_mix"): K.HIDDEN_REAL_KINDS,
         ("label_errors", "failed_injection_mix"): K.FAILED_INJECTION_KINDS,
-        ("reals", "test_mix"): K.TEST_REAL_KINDS,
+        ("reals", "test_mix"): K.TEST_REAL_KINDS + K.VARIABLE_KINDS,
+        ("reals", "variable_mix"): K.VARIABLE_KINDS,
         ("bogus", "train_mix"): K.TRAIN_BOGUS_KINDS,
         ("bogus", "test_mix"): K.TRAIN_BOGUS_KINDS,
     }
@@ -263,6 +326,78 @@ def resolve_config(cfg=None) -> dict:
     return out
 
 
+#: Bogus kinds only a CMOS camera produces (per-pixel amplifiers: telegraph noise, glow).
+CMOS_ONLY_KINDS = ("rts_pixel", "amp_glow")
+
+
+#: Folder of the camera presets (``conf/instrument/<name>.yaml``).
+PRESET_DIR = Path(__file__).resolve().parents[2] / "conf" / "instrument"
+
+
+def instrument_preset(name: str) -> dict:
+    """The simulation parameters a camera preset sets (``conf/instrument/<name>.yaml``).
+
+    Pass the result, updated with any other parameters, to :func:`resolve_config`; e.g.
+    ``resolve_config(instrument_preset("ztf"))``.
+
+    Raises
+    ------
+    ConfigError
+        If there is no such preset.
+    """
+    import yaml
+
+    path = PRESET_DIR / f"{name}.yaml"
+    if not path.is_file():
+        known = sorted(p.stem for p in PRESET_DIR.glob("*.yaml"))
+        raise ConfigError(f"no instrument preset {name!r} ({path}); presets: {known}")
+    with open(path) as fh:
+        return yaml.safe_load(fh)
+
+
+def _check_range(value, where: str, low: float) -> None:
+    """``value`` must be ``[a, b]`` with ``low < a <= b``."""
+    v = list(value) if isinstance(value, (list, tuple)) else []
+    if len(v) != 2 or not low < float(v[0]) <= float(v[1]):
+        raise ConfigError(f"simulation config: {where} must be [low, high] with {low:g} < low <= high, got {value!r}")
+
+
+def _check_instrument(out: dict) -> None:
+    """Check the camera parameters (``instrument``) and the kinds it can produce."""
+    inst = out["instrument"]
+    if inst["detector"] not in ("cmos", "ccd"):
+        raise ConfigError(f"simulation config: instrument.detector must be cmos or ccd, got {inst['detector']!r}")
+    if not 0.0 <= float(inst["vignetting"][0]) < float(inst["field_radius_deg"]):
+        raise ConfigError(f"simulation config: instrument.vignetting[0] must be in [0, field_radius_deg), "
+                          f"got {inst['vignetting']!r}")
+    for key in ("pixel_scale", "frame_time", "field_radius_deg"):
+        if not float(inst[key]) > 0:
+            raise ConfigError(f"simulation config: instrument.{key} must be positive, got {inst[key]!r}")
+    for key in ("inv_gain", "read_noise", "full_well"):
+        if inst[key] is not None and not float(inst[key]) > 0:
+            raise ConfigError(f"simulation config: instrument.{key} must be positive or null, got {inst[key]!r}")
+    shape = list(inst["sensor_shape"])
+    if len(shape) != 2 or min(int(v) for v in shape) < 29:
+        raise ConfigError(f"simulation config: instrument.sensor_shape must be [x, y] of at least 29 pixels, got {shape!r}")
+    grid = [int(v) for v in inst["grid"]]
+    if len(grid) != 2 or not 1 <= int(inst["n_sensors"]) <= grid[0] * grid[1]:
+        raise ConfigError(f"simulation config: instrument.n_sensors must be between 1 and the cells of "
+                          f"instrument.grid {inst['grid']!r}, got {inst['n_sensors']!r}")
+    if len(inst["exposures"]) != 2 or min(float(v) for v in inst["exposures"]) <= 0:
+        raise ConfigError(f"simulation config: instrument.exposures must be two positive times, got {inst['exposures']!r}")
+    if len(inst["dark_current"]) != 2 or min(float(v) for v in inst["dark_current"]) < 0:
+        raise ConfigError(f"simulation config: instrument.dark_current must be two rates >= 0, got {inst['dark_current']!r}")
+    if not 0.0 <= float(inst["masked_fraction"]) <= 1.0:
+        raise ConfigError(f"simulation config: instrument.masked_fraction must be in [0, 1], got {inst['masked_fraction']!r}")
+    _check_range(out["conditions"]["bad_seeing_range"], "conditions.bad_seeing_range", low=0.0)
+    if inst["detector"] == "ccd":
+        for key in ("train_mix", "test_mix"):
+            cmos = sorted(k for k in CMOS_ONLY_KINDS if float(out["bogus"][key].get(k, 0.0)) > 0)
+            if cmos:
+                raise ConfigError(f"simulation config: bogus.{key} gives weight to {cmos}, which only CMOS sensors "
+                                  f"produce, but instrument {inst['name']!r} has CCDs")
+
+
 def fingerprint(cfg: dict, split: str) -> str:
     """Hash of the parameters that determine a split's data (all but ``workers`` and the other
     split's size)."""
@@ -272,6 +407,13 @@ def fingerprint(cfg: dict, split: str) -> str:
         if data.get(group, {}).get(key, neutral) == neutral:
             for k in (key, *dependents):
                 data[group].pop(k, None)
+    for dotted in _ADDED_DEFAULTS:
+        *parents, last = dotted.split(".")
+        node = data
+        for part in parents:
+            node = node.get(part, {})
+        if last in node and node[last] == _lookup(DEFAULTS, dotted):
+            del node[last]
     data["split"] = split
     data["sim_version"] = SIM_VERSION
     return hashlib.sha256(json.dumps(data, sort_keys=True).encode()).hexdigest()[:16]
@@ -321,12 +463,17 @@ def chunk_plan(cfg: dict, split: str) -> np.ndarray:
 
 
 @lru_cache(maxsize=4)
-def _camera(instrument_seed: int, gain_mode: str):
-    return make_sensors(instrument_seed, gain_mode)
+def _make_camera(instrument_seed: int, instrument_json: str) -> SensorArray:
+    return make_sensors(instrument_seed, json.loads(instrument_json))
+
+
+def camera(cfg: dict) -> SensorArray:
+    """The sensors of a resolved simulation config (cached: one camera per instrument)."""
+    return _make_camera(int(cfg["instrument_seed"]), json.dumps(cfg["instrument"], sort_keys=True))
 
 
 def _mixes(cfg: dict, split: str) -> np.ndarray:
-    sensors = _camera(int(cfg["instrument_seed"]), cfg["instrument"]["gain_mode"])
+    sensors = camera(cfg)
     b = cfg["bogus"]
     weights = b["train_mix"] if split == "train" else b["test_mix"]
     # Other nights, other mixes: the test split scatters the same tilts with another draw.
@@ -357,18 +504,18 @@ def render(cfg: dict, split: str, kind: np.ndarray, sensor_id: np.ndarray, rng: 
         extra fields; not the labels).
     """
     n = kind.shape[0]
-    sensors = _camera(int(cfg["instrument_seed"]), cfg["instrument"]["gain_mode"])
+    sensors = camera(cfg)
     x = np.empty(n)
     y = np.empty(n)
     present = np.unique(kind)
     for code in present:
         rows = np.flatnonzero(kind == code)
-        x[rows], y[rows] = artifacts.place(K.KIND_NAMES[code], rng, rows.size)
+        x[rows], y[rows] = artifacts.place(K.KIND_NAMES[code], rng, rows.size, sensors.shape)
     cond = scenes.draw_conditions(rng, sensor_id, x, y, sensors, _conditions_cfg(cfg, split), cfg["instrument"])
     centred = np.isin(kind, [K.kind_code(k) for k in artifacts.PIXEL_CENTRED])
     cond.cx[centred] = scenes.CENTRE
     cond.cy[centred] = scenes.CENTRE
-    scene = scenes.Scene(cond)
+    scene = scenes.Scene(cond, split)
     scenes.populate_field(scene, rng, cfg["background"])
     for code in present:
         rows = np.flatnonzero(kind == code)
@@ -376,13 +523,15 @@ def render(cfg: dict, split: str, kind: np.ndarray, sensor_id: np.ndarray, rng: 
         renderer = transients.RENDERERS.get(name) or artifacts.RENDERERS[name]
         renderer(scene, rows, rng, cfg)
     artifacts.add_clutter(scene, rng, cfg["background"], sensors.hot_density[sensor_id])
+    if float(cfg["instrument"]["masked_fraction"]) > 0:  # (draws nothing when off)
+        artifacts.add_masked_regions(scene, rng, float(cfg["instrument"]["masked_fraction"]))
     images, snr = scene.finish(rng)
     columns = {
         "mag": scene.mag,
         "x": cond.x,
         "y": cond.y,
-        "fwhm_new": (cond.fwhm_new * scenes.PIXEL_SCALE).astype(np.float32),
-        "fwhm_ref": (cond.fwhm_ref * scenes.PIXEL_SCALE).astype(np.float32),
+        "fwhm_new": (cond.fwhm_new * cond.pixel_scale).astype(np.float32),
+        "fwhm_ref": (cond.fwhm_ref * cond.pixel_scale).astype(np.float32),
         "limit_mag": cond.limit_mag.astype(np.float32),
         "snr": snr,
         "host_offset": scene.host_offset,
@@ -405,31 +554,39 @@ def generate_chunk(cfg: dict, split: str, index: int, plan_row=None) -> dict:
     label[:n_real] = 1
     kind = np.zeros(n, np.int16)
     sensor = np.empty(n, np.int64)
-    sensors = _camera(int(cfg["instrument_seed"]), cfg["instrument"]["gain_mode"])
+    sensors = camera(cfg)
 
     # Real-labelled rows: failed injections first, then the genuine ones.
     le = cfg["label_errors"]
-    sensor[:n_real] = rng.integers(0, N_SENSORS, n_real)
+    sensor[:n_real] = rng.integers(0, sensors.n, n_real)
     kind[:n_failed] = _choose(rng, n_failed, le["failed_injection_mix"])
     if split == "train":
-        g, st = cfg["reals"]["galaxy_fraction"], float(cfg["reals"]["star_fraction"])
+        r = cfg["reals"]
+        g, st, vf = r["galaxy_fraction"], float(r["star_fraction"]), float(r["variable_fraction"])
         mix = {"galx_artificial_real": g, "rand_artificial_real": 1.0 - g}
-        if st > 0:  # (at 0 the draws stay those of files written before the option existed)
+        # (at 0 the draws stay those of files written before each option existed)
+        if st > 0:
             mix = {k: v * (1.0 - st) for k, v in mix.items()} | {"star_artificial_real": st}
+        if vf > 0:  # genuine changes of stars and nuclei, labelled real (a survey's choice)
+            total = sum(float(v) for v in r["variable_mix"].values())
+            mix = {k: v * (1.0 - vf) for k, v in mix.items()} | {
+                k: vf * float(v) / total for k, v in r["variable_mix"].items()}
         kind[n_failed:n_real] = _choose(rng, n_real - n_failed, mix)
     else:
         kind[n_failed:n_real] = _choose(rng, n_real - n_failed, cfg["reals"]["test_mix"])
 
     # Bogus-labelled rows: hidden reals first, then detections from each sensor's bogus mix.
     p_sensor = sensors.bogus_rate / sensors.bogus_rate.sum()
-    sensor[n_real:] = rng.choice(N_SENSORS, size=n_bogus, p=p_sensor)
+    sensor[n_real:] = rng.choice(sensors.n, size=n_bogus, p=p_sensor)
     kind[n_real:n_real + n_hidden] = _choose(rng, n_hidden, le["hidden_real_mix"])
     det = np.arange(n_real + n_hidden, n)
     if det.size:
         mix = _mixes(cfg, split)
-        cum = np.cumsum(mix[sensor[det]], axis=1)
+        # Kinds added to the registry later take part only when some sensor can produce them.
+        keep = (np.arange(mix.shape[1]) < FIRST_KINDS) | (mix.max(axis=0) > 0)
+        cum = np.cumsum(mix[:, keep][sensor[det]], axis=1)
         pick = (rng.random(det.size)[:, None] > cum[:, :-1]).sum(axis=1)
-        codes = np.array([K.kind_code(k) for k in K.TRAIN_BOGUS_KINDS], np.int16)
+        codes = np.array([K.kind_code(k) for k in K.TRAIN_BOGUS_KINDS], np.int16)[keep]
         kind[det] = codes[pick]
 
     images, cols = render(cfg, split, kind, sensor, rng)
@@ -457,7 +614,7 @@ def generate_kind(name: str, n: int, cfg=None, seed: int = 0, split: str = "trai
     rng = np.random.default_rng(np.random.SeedSequence(seed, spawn_key=(99, code)))
     kind = np.full(n, code, np.int16)
     if sensor_id is None:
-        sensor = rng.integers(0, N_SENSORS, n)
+        sensor = rng.integers(0, camera(cfg).n, n)
     else:
         sensor = np.broadcast_to(np.asarray(sensor_id, np.int64), (n,)).copy()
     images, cols = render(cfg, split, kind, sensor, rng)
@@ -477,6 +634,19 @@ def generate_kind(name: str, n: int, cfg=None, seed: int = 0, split: str = "trai
     }
     out.update({k: np.asarray(v).astype(EXTRA_FIELDS[k] if k in EXTRA_FIELDS else "float32") for k, v in cols.items()})
     return out
+
+
+def possible_kinds(cfg: dict) -> set[int]:
+    """Codes of the kinds a resolved configuration can produce (in either split)."""
+    r, le, b = cfg["reals"], cfg["label_errors"], cfg["bogus"]
+    names = {"galx_artificial_real", "rand_artificial_real"}
+    if float(r["star_fraction"]) > 0:
+        names.add("star_artificial_real")
+    if float(r["variable_fraction"]) > 0:
+        names |= {k for k, v in r["variable_mix"].items() if float(v) > 0}
+    for mix in (r["test_mix"], le["hidden_real_mix"], le["failed_injection_mix"], b["train_mix"], b["test_mix"]):
+        names |= {k for k, v in mix.items() if float(v) > 0}
+    return {K.kind_code(k) for k in names}
 
 
 def _worker_chunk(args):
@@ -554,7 +724,8 @@ def simulate_split(cfg, split: str, path: str | os.PathLike, overwrite: bool = F
         "seed": int(cfg["seed"]),
         "config": config_text,
         "split": split,
-        "pixel_scale_arcsec": scenes.PIXEL_SCALE,
+        "pixel_scale_arcsec": float(cfg["instrument"]["pixel_scale"]),
+        "kind_names": list(K.KIND_NAMES[:max(K.FIRST_ALERT_KIND, *(c + 1 for c in possible_kinds(cfg)))]),
         "sim_fingerprint": fingerprint(cfg, split),
         "sim_version": SIM_VERSION,
         "units": "ADU",

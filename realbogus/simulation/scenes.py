@@ -31,7 +31,7 @@ import numpy as np
 from scipy.special import gamma as gamma_fn
 
 from realbogus.simulation import psf as _psf
-from realbogus.simulation.sensors import SensorArray, vignetting
+from realbogus.simulation.sensors import PIXEL_SCALE, SensorArray
 
 __all__ = [
     "PIXEL_SCALE",
@@ -45,9 +45,9 @@ __all__ = [
     "flux_to_mag",
     "powerlaw_mags",
     "populate_field",
+    "bleed",
 ]
 
-PIXEL_SCALE = 1.189  # arcsec per pixel
 CENTRE = 14.0        # centre pixel of a 29x29 stamp
 _PAD = 6             # padding of the reference noise, for the matching kernel
 _RS = 2              # radius of the reference's resampling kernel
@@ -55,9 +55,13 @@ _SIZE = _psf.STAMP
 _POISSON_BELOW = 200.0  # e-: below this, photon noise is drawn as exact Poisson counts
 
 
-def dark_rate(temperature_k):
-    """Dark current (e-/s/pixel) at a sensor temperature: 0.5 at 290 K, 6.0 at 305 K."""
-    return 0.5 * 12.0 ** ((np.asarray(temperature_k, np.float64) - 290.0) / 15.0)
+def dark_rate(temperature_k, rates=(0.5, 6.0)):
+    """Dark current (e-/s/pixel) at a sensor temperature: ``rates`` at 290 K and 305 K (Tomo-e's
+    CMOS sensors: 0.5 and 6.0), exponential in the temperature; zero if ``rates[0]`` is zero."""
+    r0, r1 = (float(v) for v in rates)
+    if r0 <= 0.0:
+        return np.zeros(np.shape(temperature_k))
+    return r0 * (r1 / r0) ** ((np.asarray(temperature_k, np.float64) - 290.0) / 15.0)
 
 
 def mag_to_flux(mag, flux_zp):
@@ -117,6 +121,9 @@ class Conditions:
     match_dy: np.ndarray
     match_scale: np.ndarray  # photometric scaling of the matched reference (1 = perfect)
     match_width: np.ndarray  # PSF width ratio of the matched reference (1 = perfect)
+    pixel_scale: float = PIXEL_SCALE  # arcsec per pixel of the camera
+    sensor_shape: tuple = (2000, 1128)  # sensor size in pixels (x, y)
+    ccd: bool = False        # CCD sensors: saturated charge bleeds along the columns
 
     @property
     def n(self) -> int:
@@ -149,21 +156,24 @@ def draw_conditions(rng: np.random.Generator, sensor_id: np.ndarray, x: np.ndarr
     s = sensor_id
     fx, fy = sensors.field_position(s, x, y)
     r_deg = np.hypot(fx, fy)
-    vig = vignetting(r_deg)
+    vig = sensors.vignetting(r_deg)
+    ps = sensors.pixel_scale
 
     allsky = rng.random(n) < cond["allsky_fraction"]
-    exptime = np.where(allsky, 9.0, 6.0)
+    long_exp, short_exp = (float(v) for v in inst.get("exposures", (9.0, 6.0)))
+    exptime = np.where(allsky, long_exp, short_exp)
     n_frames = np.rint(exptime / inst["frame_time"])
 
     # Seeing: log-normal, plus a fraction of images from bad nights.
     seeing = _lognormal(rng, cond["seeing_median"], cond["seeing_sigma"], n)
     bad = rng.random(n) < cond["bad_seeing_fraction"]
-    seeing = np.where(bad, rng.uniform(5.0, 8.0, n), seeing)
+    bad_lo, bad_hi = (float(v) for v in cond.get("bad_seeing_range", (5.0, 8.0)))
+    seeing = np.where(bad, rng.uniform(bad_lo, bad_hi, n), seeing)
     r_sensor2 = sensors.x_deg[s] ** 2 + sensors.y_deg[s] ** 2
-    optics = np.maximum(sensors.optics_fwhm[s] + (r_deg**2 - r_sensor2) / 4.5**2, 0.5)
-    fwhm_new = np.hypot(seeing, optics) / PIXEL_SCALE
+    optics = np.maximum(sensors.optics_fwhm[s] + (r_deg**2 - r_sensor2) / sensors.field_radius_deg**2, 0.5)
+    fwhm_new = np.hypot(seeing, optics) / ps
     ref_seeing = _lognormal(rng, cond["ref_seeing_median"], 0.12, n)
-    fwhm_ref = np.minimum(np.hypot(ref_seeing, optics) / PIXEL_SCALE, 0.95 * fwhm_new)
+    fwhm_ref = np.minimum(np.hypot(ref_seeing, optics) / ps, 0.95 * fwhm_new)
     beta_new = rng.uniform(2.5, 4.5, n)
     beta_ref = rng.uniform(2.5, 4.5, n)
 
@@ -184,10 +194,10 @@ def draw_conditions(rng: np.random.Generator, sensor_id: np.ndarray, x: np.ndarr
     throughput = vig * sensors.throughput[s]
     flux_zp = 10.0 ** (0.4 * inst["zeropoint"]) * exptime * throughput * 10.0 ** (-0.4 * extinction)
     sky_mu = rng.uniform(cond["sky_bright"], cond["sky_dark"], n)
-    sky_sky = 10.0 ** (0.4 * (inst["zeropoint"] - sky_mu)) * PIXEL_SCALE**2 * exptime * throughput
+    sky_sky = 10.0 ** (0.4 * (inst["zeropoint"] - sky_mu)) * ps**2 * exptime * throughput
     t_lo, t_hi = cond["temperature"]
     temperature = rng.uniform(t_lo, t_hi, n) + sensors.temp_offset[s]
-    dark_e = dark_rate(temperature) * exptime
+    dark_e = dark_rate(temperature, inst.get("dark_current", (0.5, 6.0))) * exptime
     sky_e = sky_sky + dark_e
     rn2 = n_frames * sensors.read_noise[s] ** 2
     inv_gain = sensors.inv_gain[s]
@@ -236,6 +246,7 @@ def draw_conditions(rng: np.random.Generator, sensor_id: np.ndarray, x: np.ndarr
         match_dy=rng.normal(0.0, m["registration_rms"], n),
         match_scale=1.0 + rng.normal(0.0, m["scale_rms"], n),
         match_width=1.0 + rng.normal(0.0, m["width_rms"], n),
+        pixel_scale=ps, sensor_shape=sensors.shape, ccd=inst.get("detector", "cmos") == "ccd",
     )
 
 
@@ -307,10 +318,13 @@ class Scene:
         Per-stamp metadata filled in by the kind renderers (NaN where not applicable).
     psf_c
         Unit-flux new-image PSF at each detection position (the detection filter).
+    split
+        ``train`` or ``test``: which split the stamps belong to.
     """
 
-    def __init__(self, cond: Conditions):
+    def __init__(self, cond: Conditions, split: str = "train"):
         self.c = cond
+        self.split = split
         n = cond.n
         shape = (n, _SIZE, _SIZE)
         self.new = np.zeros(shape, np.float32)
@@ -428,6 +442,8 @@ class Scene:
                 col(np.sqrt(c.rn2)), lam.shape)[low]
         if self.post is not None:
             new += self.post
+        if c.ccd:
+            bleed(new, col(c.sat_e))
         np.minimum(new, col(c.sat_e), out=new)
         saturated = (new >= col(c.sat_e)) & c.mask_saturated[:, None, None]
 
@@ -442,8 +458,12 @@ class Scene:
         src_sd = np.sqrt(np.maximum(self.ref, 0.0) / col(c.ref_depth))
         noise_ref[:, _PAD:-_PAD, _PAD:-_PAD] += rng.standard_normal(src_sd.shape, dtype=np.float32) * src_sd
         ref = self.ref + col(c.sky_ref_e) + noise_ref[:, _PAD:-_PAD, _PAD:-_PAD]
+        if c.ccd:
+            bleed(ref, col(c.sat_ref_e))
         np.minimum(ref, col(c.sat_ref_e), out=ref)
 
+        if c.ccd:
+            bleed(self.match, col(c.sat_ref_e))
         matched = np.minimum(self.match, col(c.sat_ref_e))
         matched += _psf.smooth(noise_ref, _psf.gaussian_kernels(c.kernel_sigma, _PAD))
         diff = new - col(c.sky_e) - matched
@@ -471,6 +491,37 @@ class Scene:
         return images, snr.astype(np.float32)
 
 
+def bleed(images: np.ndarray, saturation: np.ndarray) -> None:
+    """Spill the charge above ``saturation`` along each CCD column, in place.
+
+    In a CCD the charge beyond a pixel's full well flows into its neighbours along the column:
+    every column holding saturated pixels gets a saturated run extended, on both sides, by as
+    many pixels as its excess charge fills (``excess / saturation / 2`` each way). CMOS pixels do
+    not bleed.
+
+    Parameters
+    ----------
+    images
+        (N, H, W) electrons; rows are ``y`` (the CCD columns run along axis 1).
+    saturation
+        (N, 1, 1) full well of each image, electrons.
+    """
+    over = images > saturation
+    rows = np.flatnonzero(over.any(axis=(1, 2)))
+    if rows.size == 0:
+        return
+    sub, sat, hit = images[rows], saturation[rows], over[rows]
+    height = sub.shape[1]
+    excess = np.clip(sub - sat, 0.0, None).sum(axis=1)                 # (m, W) electrons per column
+    in_col = hit.any(axis=1)
+    first = hit.argmax(axis=1)
+    last = height - 1 - hit[:, ::-1, :].argmax(axis=1)
+    spill = np.ceil(excess / (2.0 * sat[:, 0, :]))
+    i = np.arange(height)[None, :, None]
+    run = in_col[:, None, :] & (i >= (first - spill)[:, None, :]) & (i <= (last + spill)[:, None, :])
+    images[rows] = np.where(run, np.maximum(sub, sat), sub)
+
+
 def populate_field(scene: "Scene", rng: np.random.Generator, bg: dict) -> None:
     """Add the field around every detection: stars and faint galaxies at random positions.
 
@@ -493,6 +544,6 @@ def populate_field(scene: "Scene", rng: np.random.Generator, bg: dict) -> None:
         m = rows.size
         mag = rng.uniform(18.5, 22.5, m)
         x, y = rng.uniform(-3.0, _SIZE + 2.0, (2, m))
-        r_e = rng.uniform(0.5, 2.5, m) / PIXEL_SCALE
+        r_e = rng.uniform(0.5, 2.5, m) / c.pixel_scale
         scene.add_galaxy(rows, x, y, mag_to_flux(mag, c.flux_zp[rows]), r_e, rng.uniform(0.8, 4.0, m),
                          rng.uniform(0.3, 1.0, m), rng.uniform(0.0, np.pi, m))

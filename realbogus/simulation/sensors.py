@@ -1,14 +1,16 @@
-"""The 84 CMOS sensors of a Tomo-e-like camera and what makes each one different.
+"""The sensors of a survey camera and what makes each one different.
 
-The sensors tile a circular field about 9 degrees across (20.8 deg^2 of silicon: the sensors
-cover about a third of the circle, with gaps between them). Each sensor gets, from a fixed
-instrument seed, its own:
+The camera is described by ``simulation.instrument`` (a preset of ``conf/instrument/``): pixel
+scale, sensor count and size, how the sensors tile the field, gain, read noise and full well,
+optics and vignetting. The Tomo-e Gozen preset (the default) has 84 CMOS sensors tiling a
+circular field about 9 degrees across (20.8 deg^2 of silicon: the sensors cover about a third of
+the circle, with gaps between them); the ZTF preset has 16 CCDs read out in 4 quadrants each,
+every quadrant being one "sensor". Each sensor gets, from a fixed instrument seed, its own:
 
 - position in the field (degrees from the centre), which sets the optical PSF contribution
-  (growing toward the edge, elongated along the radius) and the vignetting (none within 2 degrees,
-  falling to about half at the edge);
-- inverse gain (e-/ADU) and read noise (e- per frame), scattered around the published values of
-  the chosen gain mode;
+  (growing toward the edge, elongated along the radius) and the vignetting (none within
+  ``vignetting[0]`` degrees, falling to ``vignetting[1]`` at the field's edge);
+- inverse gain (e-/ADU) and read noise (e- per frame), scattered around the nominal values;
 - throughput (quantum efficiency scatter), temperature offset (so dark current and hot pixels
   differ), hot-pixel density, amplifier-glow strength, column/row-defect rate and crosstalk level;
 - a mix of bogus kinds (global weights, tilted by the sensor's own defects and PSF quality, then
@@ -24,12 +26,13 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from realbogus.data.kinds import TRAIN_BOGUS_KINDS
+from realbogus.data.kinds import FIRST_ALERT_KIND, KIND_CODES, TRAIN_BOGUS_KINDS
 
 __all__ = [
     "N_SENSORS",
     "SENSOR_SHAPE",
     "GAIN_MODES",
+    "TOMOE",
     "SensorArray",
     "make_sensors",
     "vignetting",
@@ -46,8 +49,24 @@ GAIN_MODES = {
     "low": (2.4, 9.2, 52000.0),
 }
 PIXEL_SCALE = 1.189  # arcsec per pixel
-_SENSOR_DEG = (SENSOR_SHAPE[0] * PIXEL_SCALE / 3600.0, SENSOR_SHAPE[1] * PIXEL_SCALE / 3600.0)
 FIELD_RADIUS_DEG = 4.5
+#: The Tomo-e Gozen camera: the values :func:`make_sensors` uses for keys an instrument leaves out.
+TOMOE = {
+    "pixel_scale": PIXEL_SCALE,
+    "n_sensors": N_SENSORS,
+    "sensor_shape": list(SENSOR_SHAPE),
+    "grid": [12, 16],
+    "pitch_deg": [1.0, 0.75],
+    "field_radius_deg": FIELD_RADIUS_DEG,
+    "vignetting": [2.0, 0.5],
+    "gain_mode": "high",
+    "inv_gain": None,
+    "read_noise": None,
+    "full_well": None,
+    "gain_scatter": 0.04,
+    "read_noise_scatter": 0.15,
+    "optics_fwhm": [0.8, 1.0, 0.4],
+}
 
 
 @dataclass(frozen=True)
@@ -68,6 +87,10 @@ class SensorArray:
     defect_rate: np.ndarray      # relative column/row defect rate
     crosstalk: np.ndarray        # relative crosstalk/ghost level
     bogus_rate: np.ndarray       # relative number of bogus detections per image
+    shape: tuple = SENSOR_SHAPE  # sensor size in pixels (x, y)
+    pixel_scale: float = PIXEL_SCALE  # arcsec per pixel
+    field_radius_deg: float = FIELD_RADIUS_DEG  # radius of the field, degrees
+    vignetting_at: tuple = (2.0, 0.5)  # (radius where vignetting starts, illumination at the edge)
 
     @property
     def n(self) -> int:
@@ -75,46 +98,61 @@ class SensorArray:
 
     def field_position(self, sensor_id, x_pix, y_pix):
         """Field coordinates (degrees) of pixel ``(x_pix, y_pix)`` on sensor ``sensor_id``."""
-        sx = self.x_deg[sensor_id] + (np.asarray(x_pix) / SENSOR_SHAPE[0] - 0.5) * _SENSOR_DEG[0]
-        sy = self.y_deg[sensor_id] + (np.asarray(y_pix) / SENSOR_SHAPE[1] - 0.5) * _SENSOR_DEG[1]
+        w, h = self.shape
+        sx = self.x_deg[sensor_id] + (np.asarray(x_pix) / w - 0.5) * (w * self.pixel_scale / 3600.0)
+        sy = self.y_deg[sensor_id] + (np.asarray(y_pix) / h - 0.5) * (h * self.pixel_scale / 3600.0)
         return sx, sy
 
+    def vignetting(self, r_deg):
+        """Relative illumination at ``r_deg`` degrees from the field centre."""
+        return vignetting(r_deg, self.vignetting_at[0], self.field_radius_deg, self.vignetting_at[1])
 
-def _layout() -> tuple[np.ndarray, np.ndarray]:
-    """Sensor centres: the 84 grid cells closest to the field centre, ordered row by row."""
-    pitch_x, pitch_y = 1.0, 0.75  # degrees; leaves gaps so 84 sensors span a ~9-degree circle
-    ix, iy = np.meshgrid(np.arange(-6, 6) + 0.5, np.arange(-8, 8) + 0.5)
-    x, y = (ix * pitch_x).ravel(), (iy * pitch_y).ravel()
-    order = np.lexsort((np.abs(x), np.hypot(x, y)))[:N_SENSORS]
+
+def _layout(n: int, grid, pitch) -> tuple[np.ndarray, np.ndarray]:
+    """Sensor centres: the ``n`` cells of a ``grid`` (columns, rows) closest to the field centre,
+    ordered row by row from the top, left to right. ``pitch`` (degrees) leaves the gaps."""
+    nx, ny = (int(v) for v in grid)
+    ix, iy = np.meshgrid(np.arange(-nx // 2, nx - nx // 2) + 0.5, np.arange(-ny // 2, ny - ny // 2) + 0.5)
+    x, y = (ix * float(pitch[0])).ravel(), (iy * float(pitch[1])).ravel()
+    if n > x.size:
+        raise ValueError(f"a {nx} x {ny} grid holds {x.size} sensors, not {n}")
+    order = np.lexsort((np.abs(x), np.hypot(x, y)))[:n]
     x, y = x[order], y[order]
     rows = np.lexsort((x, -y))  # top row first, left to right
     return x[rows], y[rows]
 
 
-def vignetting(r_deg):
-    """Relative illumination at ``r_deg`` degrees from the field centre (1 inside 2 degrees)."""
-    t = np.clip((np.asarray(r_deg, np.float64) - 2.0) / (FIELD_RADIUS_DEG - 2.0), 0.0, None)
-    return np.clip(1.0 - 0.5 * t**1.5, 0.4, 1.0)
+def vignetting(r_deg, start: float = 2.0, edge: float = FIELD_RADIUS_DEG, at_edge: float = 0.5):
+    """Relative illumination at ``r_deg`` degrees from the field centre: 1 inside ``start``
+    degrees, ``at_edge`` at the field's edge ``edge`` (and never below 0.4)."""
+    t = np.clip((np.asarray(r_deg, np.float64) - start) / (edge - start), 0.0, None)
+    return np.clip(1.0 - (1.0 - at_edge) * t**1.5, 0.4, 1.0)
 
 
-def make_sensors(instrument_seed: int = 84, gain_mode: str = "high") -> SensorArray:
-    """Draw the camera's 84 sensors.
+def make_sensors(instrument_seed: int = 84, instrument: str | dict = "high") -> SensorArray:
+    """Draw the camera's sensors.
 
     Parameters
     ----------
     instrument_seed
         Seed of the sensor properties (kept apart from the data seed so that train and test
         sets, and datasets of every scale, share one camera).
-    gain_mode
-        ``high``, ``mid`` or ``low``: sets the nominal inverse gain, read noise and well.
+    instrument
+        The ``simulation.instrument`` parameters (keys left out take the Tomo-e values of
+        :data:`TOMOE`), or just a Tomo-e gain mode (``high``, ``mid`` or ``low``), which sets
+        the nominal inverse gain, read noise and well.
     """
+    inst = dict(TOMOE, **({"gain_mode": instrument} if isinstance(instrument, str) else dict(instrument)))
+    gain_mode = inst["gain_mode"]
     if gain_mode not in GAIN_MODES:
         raise ValueError(f"gain_mode {gain_mode!r} is not one of {sorted(GAIN_MODES)}")
-    g0, rn0, well0 = GAIN_MODES[gain_mode]
+    g0, rn0, well0 = (inst[k] if inst[k] is not None else GAIN_MODES[gain_mode][i]
+                      for i, k in enumerate(("inv_gain", "read_noise", "full_well")))
     rng = np.random.default_rng(np.random.SeedSequence(instrument_seed))
-    x, y = _layout()
-    n = N_SENSORS
-    r = np.hypot(x, y) / FIELD_RADIUS_DEG
+    n = int(inst["n_sensors"])
+    x, y = _layout(n, inst["grid"], inst["pitch_deg"])
+    radius = float(inst["field_radius_deg"])
+    r = np.hypot(x, y) / radius
     lognorm = lambda s: np.exp(rng.normal(0.0, s, n))  # noqa: E731 - one-line helper
     hot = lognorm(0.6)
     glow = lognorm(0.8)
@@ -125,12 +163,13 @@ def make_sensors(instrument_seed: int = 84, gain_mode: str = "high") -> SensorAr
     hot[worst[:2]] *= 4.0
     glow[worst[2:4]] *= 5.0
     defect[worst[4:]] *= 5.0
-    optics = 0.8 + 1.0 * r**2 + np.abs(rng.normal(0.0, 0.4, n))
+    o_centre, o_edge, o_scatter = (float(v) for v in inst["optics_fwhm"])
+    optics = o_centre + o_edge * r**2 + np.abs(rng.normal(0.0, o_scatter, n))
     return SensorArray(
         x_deg=x,
         y_deg=y,
-        inv_gain=g0 * (1.0 + rng.normal(0.0, 0.04, n)),
-        read_noise=rn0 * lognorm(0.15),
+        inv_gain=g0 * (1.0 + rng.normal(0.0, float(inst["gain_scatter"]), n)),
+        read_noise=rn0 * lognorm(float(inst["read_noise_scatter"])),
         well=well0 * (1.0 + rng.normal(0.0, 0.05, n)),
         throughput=np.clip(1.0 + rng.normal(0.0, 0.05, n), 0.8, 1.15),
         optics_fwhm=optics,
@@ -141,6 +180,10 @@ def make_sensors(instrument_seed: int = 84, gain_mode: str = "high") -> SensorAr
         defect_rate=defect,
         crosstalk=crosstalk,
         bogus_rate=lognorm(0.3) * (0.7 + 0.3 * hot ** 0.5),
+        shape=tuple(int(v) for v in inst["sensor_shape"]),
+        pixel_scale=float(inst["pixel_scale"]),
+        field_radius_deg=radius,
+        vignetting_at=tuple(float(v) for v in inst["vignetting"]),
     )
 
 
@@ -156,8 +199,15 @@ _KIND_TILT = {
 }
 
 
+#: Bogus kinds registered before those modelled on real alerts. Later kinds enter the per-sensor
+#: draws only when some weight is given to them, so mixes without them are drawn exactly as before.
+FIRST_KINDS = sum(KIND_CODES[k] < FIRST_ALERT_KIND for k in TRAIN_BOGUS_KINDS)
+#: Subtraction residuals: more frequent on sensors with a worse PSF.
+_PSF_TILTED = ("psf_mismatch_ring", "dipole_residual", "galaxy_core_residual", "bright_star_residual")
+
+
 def bogus_mix(sensors: SensorArray, weights: dict, concentration: float, seed: int) -> np.ndarray:
-    """Per-sensor probabilities of each bogus kind, shape (84, len(TRAIN_BOGUS_KINDS)).
+    """Per-sensor probabilities of each bogus kind, shape (n_sensors, len(TRAIN_BOGUS_KINDS)).
 
     Parameters
     ----------
@@ -170,15 +220,18 @@ def bogus_mix(sensors: SensorArray, weights: dict, concentration: float, seed: i
     seed
         Seed of the scatter (use the instrument seed plus a split offset).
     """
-    base = np.array([float(weights.get(k, 0.0)) for k in TRAIN_BOGUS_KINDS])
-    if base.sum() <= 0:
+    every = np.array([float(weights.get(k, 0.0)) for k in TRAIN_BOGUS_KINDS])
+    if every.sum() <= 0:
         raise ValueError("bogus kind weights sum to zero")
+    active = np.flatnonzero((np.arange(every.size) < FIRST_KINDS) | (every > 0))
+    kinds = [TRAIN_BOGUS_KINDS[j] for j in active]
+    base = every[active]
     tilt = np.ones((sensors.n, base.size))
     psf_quality = sensors.optics_fwhm / np.median(sensors.optics_fwhm)
-    for j, kind in enumerate(TRAIN_BOGUS_KINDS):
+    for j, kind in enumerate(kinds):
         if kind in _KIND_TILT:
             tilt[:, j] = getattr(sensors, _KIND_TILT[kind])
-        elif kind in ("psf_mismatch_ring", "dipole_residual", "galaxy_core_residual"):
+        elif kind in _PSF_TILTED:
             tilt[:, j] = psf_quality**2
     w = base[None, :] * tilt
     w /= w.sum(axis=1, keepdims=True)
@@ -186,4 +239,6 @@ def bogus_mix(sensors: SensorArray, weights: dict, concentration: float, seed: i
     alpha = np.maximum(w * concentration, 1e-3)
     mix = np.array([rng.dirichlet(a) for a in alpha])
     mix[:, base == 0] = 0.0
-    return mix / mix.sum(axis=1, keepdims=True)
+    out = np.zeros((sensors.n, every.size))
+    out[:, active] = mix / mix.sum(axis=1, keepdims=True)
+    return out

@@ -14,6 +14,12 @@ The detection, and so the stamp's centre, is the transient itself.
 - ``sn_in_host``: a supernova; its offset from the host follows the host's exponential light.
 - ``sn_hostless``: no visible host (half of them have a faint, compact one).
 - ``nuclear_transient``: at the nucleus of a concentrated galaxy (tidal disruptions, AGN flares).
+- ``variable_star``: a genuine brightening of a star present in both images (the change divided
+  by the quiescent flux drawn from ``reals.variable_contrast``); ``nuclear_variable``: the same
+  for a point-like nucleus of a concentrated galaxy. Surveys differ on these: ZTF labels them real
+  (``reals.variable_fraction`` of the training reals), the Tomo-e preset keeps its genuine
+  variables among the bogus (``genuine_variable``). Their magnitudes follow the injections in
+  the training split and the transients in the test split.
 
 Injection magnitudes are uniform from ``train_mag_bright`` to just past each image's 5-sigma
 limit; actual transients follow a TNS-like steep count ``dN/dm ~ 10^(slope m)`` down to about
@@ -36,10 +42,11 @@ __all__ = [
 ]
 
 
-def draw_host(rng: np.random.Generator, n: int, mag_range=(14.0, 20.0), concentrated: bool = False) -> dict:
+def draw_host(rng: np.random.Generator, n: int, mag_range=(14.0, 20.0), concentrated: bool = False,
+              pixel_scale: float = PIXEL_SCALE) -> dict:
     """Draw host-galaxy parameters: brighter galaxies are larger.
 
-    Returns a dict of arrays ``mag, r_e`` (pixels), ``n_sersic, q, theta``.
+    Returns a dict of arrays ``mag, r_e`` (pixels of ``pixel_scale`` arcsec), ``n_sersic, q, theta``.
     """
     mag = rng.uniform(mag_range[0], mag_range[1], n)
     r_e_arcsec = np.clip(3.0 * 10.0 ** (-0.2 * (mag - 16.0)) * np.exp(rng.normal(0.0, 0.35, n)), 0.7, 15.0)
@@ -49,7 +56,7 @@ def draw_host(rng: np.random.Generator, n: int, mag_range=(14.0, 20.0), concentr
         n_sersic = np.where(rng.random(n) < 0.6, rng.uniform(0.8, 1.5, n), rng.uniform(1.5, 4.0, n))
     return {
         "mag": mag,
-        "r_e": r_e_arcsec / PIXEL_SCALE,
+        "r_e": r_e_arcsec / pixel_scale,
         "n_sersic": n_sersic,
         "q": rng.uniform(0.3, 1.0, n),
         "theta": rng.uniform(0.0, np.pi, n),
@@ -64,7 +71,7 @@ def add_host(scene: Scene, rows, rng: np.random.Generator, host: dict, offset_px
     gy = c.cy[rows] - offset_px * np.sin(angle)
     flux = mag_to_flux(host["mag"], c.flux_zp[rows])
     scene.add_galaxy(rows, gx, gy, flux, host["r_e"], host["n_sersic"], host["q"], host["theta"])
-    scene.host_offset[rows] = offset_px * PIXEL_SCALE
+    scene.host_offset[rows] = offset_px * c.pixel_scale
 
 
 def inject(scene: Scene, rows, mag, axis_ratio=None, theta=None) -> None:
@@ -94,7 +101,7 @@ def transient_mags(scene: Scene, rows, rng: np.random.Generator, cfg: dict, fain
 
 def _galx_artificial_real(scene, rows, rng, cfg):
     n = len(rows)
-    host = draw_host(rng, n, (14.0, 19.5))
+    host = draw_host(rng, n, (14.0, 19.5), pixel_scale=scene.c.pixel_scale)
     nucleus = rng.random(n) < 0.2
     offset = np.where(nucleus, np.abs(rng.normal(0.0, 0.3, n)), rng.uniform(0.0, 2.0, n) * host["r_e"])
     add_host(scene, rows, rng, host, offset)
@@ -121,7 +128,7 @@ def _star_artificial_real(scene, rows, rng, cfg):
 
 def _sn_in_host(scene, rows, rng, cfg):
     n = len(rows)
-    host = draw_host(rng, n, (14.0, 20.5))
+    host = draw_host(rng, n, (14.0, 20.5), pixel_scale=scene.c.pixel_scale)
     # Offsets follow an exponential disk's light: r ~ Gamma(2, h), h = r_e / 1.678.
     offset = rng.gamma(2.0, host["r_e"] / 1.678)
     add_host(scene, rows, rng, host, offset)
@@ -132,17 +139,55 @@ def _sn_hostless(scene, rows, rng, cfg):
     n = len(rows)
     faint = np.flatnonzero(rng.random(n) < 0.5)
     if faint.size:
-        host = draw_host(rng, faint.size, (20.5, 22.5))
-        host["r_e"] = np.minimum(host["r_e"], 1.5 / PIXEL_SCALE)
+        host = draw_host(rng, faint.size, (20.5, 22.5), pixel_scale=scene.c.pixel_scale)
+        host["r_e"] = np.minimum(host["r_e"], 1.5 / scene.c.pixel_scale)
         add_host(scene, rows[faint], rng, host, rng.uniform(0.0, 3.0, faint.size) * host["r_e"])
     inject(scene, rows, transient_mags(scene, rows, rng, cfg))
 
 
 def _nuclear_transient(scene, rows, rng, cfg):
     n = len(rows)
-    host = draw_host(rng, n, (14.0, 19.0), concentrated=True)
+    host = draw_host(rng, n, (14.0, 19.0), concentrated=True, pixel_scale=scene.c.pixel_scale)
     add_host(scene, rows, rng, host, np.abs(rng.normal(0.0, 0.25, n)))
     inject(scene, rows, transient_mags(scene, rows, rng, cfg))
+
+
+def _change_mags(scene, rows, rng, cfg) -> np.ndarray:
+    """Magnitudes of genuine changes: like the injections in training, like TNS transients in the test."""
+    if scene.split == "test":
+        return transient_mags(scene, rows, rng, cfg)
+    return train_mags(scene, rows, rng, cfg)
+
+
+def _quiescent_flux(scene, rows, rng, cfg, mag) -> np.ndarray:
+    """Flux before the change: the change divided by a contrast drawn from ``reals.variable_contrast``."""
+    lo, hi = (float(v) for v in cfg["reals"]["variable_contrast"])
+    contrast = np.exp(rng.uniform(np.log(lo), np.log(hi), len(rows)))
+    return mag_to_flux(mag, scene.c.flux_zp[rows]) / contrast
+
+
+def _variable_star(scene, rows, rng, cfg):
+    n = len(rows)
+    c = scene.c
+    mag = _change_mags(scene, rows, rng, cfg)
+    base = _quiescent_flux(scene, rows, rng, cfg, mag)
+    sx = c.cx[rows] + rng.normal(0.0, 0.05, n)
+    sy = c.cy[rows] + rng.normal(0.0, 0.05, n)
+    # The star is in both images, brighter in the new one; its quiescent light is subtracted
+    # with the image's usual matching errors.
+    scene.add_star(rows, sx, sy, base + mag_to_flux(mag, c.flux_zp[rows]), flux_ref=base)
+    scene.mag[rows] = mag
+
+
+def _nuclear_variable(scene, rows, rng, cfg):
+    n = len(rows)
+    c = scene.c
+    host = draw_host(rng, n, (14.0, 19.0), concentrated=True, pixel_scale=c.pixel_scale)
+    add_host(scene, rows, rng, host, np.abs(rng.normal(0.0, 0.15, n)))
+    mag = _change_mags(scene, rows, rng, cfg)
+    # An active nucleus: a point source in both images, brighter in the new one.
+    scene.add_star(rows, c.cx[rows], c.cy[rows], _quiescent_flux(scene, rows, rng, cfg, mag))
+    inject(scene, rows, mag)
 
 
 RENDERERS = {
@@ -152,4 +197,6 @@ RENDERERS = {
     "sn_in_host": _sn_in_host,
     "sn_hostless": _sn_hostless,
     "nuclear_transient": _nuclear_transient,
+    "variable_star": _variable_star,
+    "nuclear_variable": _nuclear_variable,
 }
