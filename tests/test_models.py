@@ -209,3 +209,80 @@ def test_mixed_bfloat16_keeps_normalisation_in_float32_and_logits_float32(networ
     assert logits.dtype == "float32"
     expected = reference(x).numpy()
     assert np.max(np.abs(logits.numpy() - expected)) < 0.05 * np.max(np.abs(expected)) + 1e-3
+
+
+# --- the authors' FRN (learned epsilon, sum of squares) and zero-initialised residual branches
+
+
+@pytest.mark.parametrize("spatial", ["mean", "sum"])
+def test_filter_response_normalization_with_a_learned_epsilon_matches_numpy(spatial):
+    rng = np.random.default_rng(7)
+    x = rng.normal(size=(3, 6, 5, 4)).astype(np.float32) * 0.3
+    layer = FilterResponseNormalization(epsilon=1e-6, learned_epsilon=True, spatial=spatial)
+    layer.build(x.shape)
+    assert [w.name for w in layer.weights] == ["gamma", "beta", "tau", "epsilon_logit"]
+    np.testing.assert_array_equal(layer.epsilon_logit.numpy(), 0.0)  # starts at softplus(0) = 0.69
+    gamma, beta, tau, v = rng.normal(size=(4, 4)).astype(np.float32)
+    layer.set_weights([gamma, beta, tau, v])
+    x64 = x.astype(np.float64)
+    nu2 = (np.mean if spatial == "mean" else np.sum)(x64**2, axis=(1, 2), keepdims=True)
+    eps = 1e-6 + np.log1p(np.exp(v.astype(np.float64)))
+    expected = np.maximum(gamma * x64 / np.sqrt(nu2 + eps) + beta, tau)
+    np.testing.assert_allclose(layer(x).numpy(), expected, rtol=1e-5, atol=1e-6)
+    # the epsilon matters here (nu2 is of its order): a fixed 1e-6 gives something else
+    fixed = FilterResponseNormalization(epsilon=1e-6, spatial=spatial)
+    fixed.build(x.shape)
+    fixed.set_weights([gamma, beta, tau])
+    assert np.max(np.abs(fixed(x).numpy() - expected)) > 0.02
+
+
+def test_frn_options_are_off_by_default_and_add_only_their_own_weights():
+    default = build_model(model_cfg("complex"))
+    assert default.count_params() == 2314022  # the published architecture, unchanged
+    learned = build_model(model_cfg("complex", frn_learned_eps=True, frn_spatial="sum", zero_init_residual=True))
+    blocks = [layer for layer in split_model(learned)[1].layers if isinstance(layer, ResidualBlock)]
+    # each block: an epsilon per channel in its two FRNs, a scale per output channel
+    extra = sum(2 * block.norm1.gamma.shape[0] + block.filters for block in blocks)
+    assert learned.count_params() == 2314022 + extra
+    assert all(b.norm1.learned_epsilon and b.norm2.spatial == "sum" and b.zero_init for b in blocks)
+    with pytest.raises(ConfigError, match="frn_spatial"):
+        build_model(model_cfg("complex", frn_spatial="median"))
+
+
+def test_zero_initialised_residual_blocks_start_as_their_shortcuts():
+    x = np.random.default_rng(8).normal(size=(2, 7, 7, 16)).astype(np.float32)
+    same = ResidualBlock(16, zero_init=True)
+    np.testing.assert_array_equal(same(x).numpy(), x)
+    wider = ResidualBlock(32, strides=2, zero_init=True)
+    np.testing.assert_allclose(wider(x).numpy(), wider.shortcut(x).numpy(), rtol=1e-6, atol=1e-6)
+    wider.branch_scale.assign(np.ones(32, np.float32))  # the branch is there once the scale moves
+    assert np.max(np.abs(wider(x).numpy() - wider.shortcut(x).numpy())) > 1e-3
+
+
+def test_saved_model_with_the_authors_frn_reloads_with_identical_predictions(tmp_path):
+    keras.utils.set_random_seed(4)
+    cfg = model_cfg("complex", feature_layers=1, stages=[{"conv": 16, "blocks": [[16, 1], [32, 2]]}],
+                    frn_learned_eps=True, frn_spatial="sum", zero_init_residual=True)
+    model = build_model(cfg)
+    rng = np.random.default_rng(9)
+    # move the learned epsilons and branch scales off their initial values, so that they count
+    for weight in model.weights:
+        if weight.name in ("epsilon_logit", "branch_scale"):
+            weight.assign(rng.normal(size=weight.shape).astype(np.float32))
+    x = stamps(6)
+    before = model.predict(x, verbose=0)
+    model.save(tmp_path / "frn.keras")
+    reloaded = load_model(tmp_path / "frn.keras")
+    np.testing.assert_array_equal(reloaded.predict(x, verbose=0), before)
+    block = split_model(reloaded)[1].get_layer("stage1_res1")
+    assert block.frn_learned_epsilon and block.frn_spatial == "sum" and block.zero_init
+
+
+def test_step_dropout_round_trips_and_the_simple_model_uses_it():
+    from realbogus.models import StepDropout
+
+    layer = StepDropout(0.3, seed=5)
+    clone = keras.saving.deserialize_keras_object(keras.saving.serialize_keras_object(layer))
+    assert type(clone) is StepDropout and clone.get_config() == layer.get_config()
+    body = split_model(build_model(model_cfg("simple")))[1]
+    assert isinstance(body.get_layer("dropout"), StepDropout)

@@ -25,6 +25,7 @@ from realbogus.models.layers import (
     ResidualBlock,
     SqueezeExcitation,
     StampNormalization,
+    StepDropout,
 )
 from realbogus.models.simple import build_simple
 
@@ -40,6 +41,7 @@ __all__ = [
     "FilterResponseNormalization",
     "SqueezeExcitation",
     "ResidualBlock",
+    "StepDropout",
 ]
 
 BUILDERS: dict[str, Callable[..., keras.Model]] = {"simple": build_simple, "complex": build_complex}

@@ -36,6 +36,9 @@ def build_complex(
     stages: Sequence[Mapping] = DEFAULT_STAGES,
     se_ratio: int = 2,
     frn_epsilon: float = 1e-6,
+    frn_learned_eps: bool = False,
+    frn_spatial: str = "mean",
+    zero_init_residual: bool = False,
 ) -> keras.Model:
     """Build the complex network.
 
@@ -59,7 +62,16 @@ def build_complex(
     se_ratio : int
         Channel reduction of the squeeze-and-excitation gates.
     frn_epsilon : float
-        ``epsilon`` of the filter response normalisations.
+        ``epsilon`` of the filter response normalisations (with ``frn_learned_eps``, its floor).
+    frn_learned_eps : bool
+        Learn each FRN's epsilon as ``frn_epsilon + softplus(v)``, ``v`` starting at 0 (about
+        0.69), as the authors' scripts do.
+    frn_spatial : {"mean", "sum"}
+        FRN divides by the root of the mean square over the feature map (Singh & Krishnan) or of
+        the sum of squares (the authors' scripts).
+    zero_init_residual : bool
+        Multiply each residual branch by a learned per-channel scale starting at zero, so that
+        the blocks start as their shortcuts.
 
     Returns
     -------
@@ -82,7 +94,8 @@ def build_complex(
                 raise ValueError(f"stage {s} block {b} must be [width, stride], got {list(block)}")
             width, stride = block
             body.append(
-                ResidualBlock(int(width), int(stride), se_ratio, frn_epsilon, name=f"stage{s}_res{b}")
+                ResidualBlock(int(width), int(stride), se_ratio, frn_epsilon, frn_learned_epsilon=bool(frn_learned_eps),
+                              frn_spatial=frn_spatial, zero_init=bool(zero_init_residual), name=f"stage{s}_res{b}")
             )
     body.append(layers.GlobalAveragePooling2D(name="gap"))
     # float32 logits under a mixed-precision policy

@@ -8,7 +8,10 @@ enough for raw counts of tens of thousands of ADU nor for sums over a feature ma
 
 from __future__ import annotations
 
+import random
+
 import keras
+import tensorflow as tf
 from keras import layers, ops
 
 __all__ = [
@@ -16,7 +19,15 @@ __all__ = [
     "FilterResponseNormalization",
     "SqueezeExcitation",
     "ResidualBlock",
+    "StepDropout",
+    "FRN_SPATIAL",
 ]
+
+#: How FRN reduces a feature map: the mean square (Singh & Krishnan) or the sum of squares
+#: (the authors' scripts).
+FRN_SPATIAL = ("mean", "sum")
+#: Mixed into a dropout layer's stateless seed so that its masks differ from VAT's directions.
+_DROPOUT_SALT = 0x44524F50
 
 _SPATIAL_AXES = (1, 2)  # channels-last (N, H, W, C)
 
@@ -62,37 +73,63 @@ class StampNormalization(layers.Layer):
 class FilterResponseNormalization(layers.Layer):
     """Filter response normalisation with a thresholded linear unit (Singh & Krishnan 2019).
 
-    ``y = max(gamma * x / sqrt(mean_hw(x^2) + epsilon) + beta, tau)`` with learned per-channel
-    ``gamma``, ``beta`` and ``tau``. It normalises each sample on its own (no batch statistics),
-    so training and inference behave the same and the batch size does not matter.
+    ``y = max(gamma * x / sqrt(nu2 + eps) + beta, tau)`` with learned per-channel ``gamma``,
+    ``beta`` and ``tau``, where ``nu2`` is the mean square of each channel over the feature map
+    (``spatial="mean"``) or its sum of squares (``spatial="sum"``, as in the authors' scripts,
+    which makes the output ``sqrt(H * W)`` times smaller at initialisation). ``eps`` is the fixed
+    ``epsilon``, or with ``learned_epsilon`` ``epsilon + softplus(v)`` with a learned per-channel
+    ``v`` initialised at 0 (so about 0.69 at first), as in the authors' scripts. It normalises
+    each sample on its own (no batch statistics), so training and inference behave the same and
+    the batch size does not matter.
 
     Parameters
     ----------
     epsilon : float
-        Added to the mean square before the square root.
+        Added to ``nu2`` before the square root (the floor of the learned value).
+    learned_epsilon : bool
+        Learn a per-channel addition ``softplus(v)`` to ``epsilon``.
+    spatial : {"mean", "sum"}
+        Reduction of the squares over the feature map.
     """
 
-    def __init__(self, epsilon: float = 1e-6, **kwargs):
+    def __init__(self, epsilon: float = 1e-6, learned_epsilon: bool = False, spatial: str = "mean", **kwargs):
         super().__init__(**kwargs)
+        if spatial not in FRN_SPATIAL:
+            raise ValueError(f"FRN spatial reduction must be one of {FRN_SPATIAL}, got {spatial!r}")
         self.epsilon = float(epsilon)
+        self.learned_epsilon = bool(learned_epsilon)
+        self.spatial = spatial
 
     def build(self, input_shape):
         channels = input_shape[-1]
         self.gamma = self.add_weight(shape=(channels,), initializer="ones", name="gamma")
         self.beta = self.add_weight(shape=(channels,), initializer="zeros", name="beta")
         self.tau = self.add_weight(shape=(channels,), initializer="zeros", name="tau")
+        # created only when learned, so that weight files of the fixed variant keep their layout
+        self.epsilon_logit = None
+        if self.learned_epsilon:
+            self.epsilon_logit = self.add_weight(shape=(channels,), initializer="zeros", name="epsilon_logit")
 
     def call(self, inputs):
         x = ops.cast(inputs, "float32")
-        mean_square = ops.mean(ops.square(x), axis=_SPATIAL_AXES, keepdims=True)
-        x = ops.cast(x * ops.rsqrt(mean_square + self.epsilon), self.compute_dtype)
+        reduce = ops.mean if self.spatial == "mean" else ops.sum
+        nu2 = reduce(ops.square(x), axis=_SPATIAL_AXES, keepdims=True)
+        eps = self.epsilon
+        if self.epsilon_logit is not None:
+            eps = eps + ops.softplus(ops.cast(self.epsilon_logit, "float32"))
+        x = ops.cast(x * ops.rsqrt(nu2 + eps), self.compute_dtype)
         return ops.maximum(self.gamma * x + self.beta, self.tau)
 
     def compute_output_shape(self, input_shape):
         return tuple(input_shape)
 
     def get_config(self):
-        return {**super().get_config(), "epsilon": self.epsilon}
+        return {
+            **super().get_config(),
+            "epsilon": self.epsilon,
+            "learned_epsilon": self.learned_epsilon,
+            "spatial": self.spatial,
+        }
 
 
 @keras.saving.register_keras_serializable(package="realbogus")
@@ -145,6 +182,9 @@ class ResidualBlock(layers.Layer):
     The first convolution keeps the input width and carries the stride; the second one sets
     the output width (this reproduces the published parameter count). The shortcut is the
     identity, or a 1x1 convolution with the same stride when the width or the stride changes.
+    With ``zero_init``, the residual branch is multiplied by a learned per-channel scale
+    initialised at zero (SkipInit, De & Smith 2020), so that every block starts as its shortcut
+    and the branches grow only as far as training wants them.
 
     Parameters
     ----------
@@ -156,21 +196,34 @@ class ResidualBlock(layers.Layer):
         Channel reduction of the squeeze-and-excitation gate.
     frn_epsilon : float
         ``epsilon`` of the two filter response normalisations.
+    frn_learned_epsilon : bool
+        Whether the FRNs learn their epsilon (see :class:`FilterResponseNormalization`).
+    frn_spatial : {"mean", "sum"}
+        FRN's reduction over the feature map.
+    zero_init : bool
+        Scale the residual branch by a learned per-channel factor starting at zero.
     """
 
-    def __init__(self, filters: int, strides: int = 1, se_ratio: int = 2, frn_epsilon: float = 1e-6, **kwargs):
+    def __init__(self, filters: int, strides: int = 1, se_ratio: int = 2, frn_epsilon: float = 1e-6,
+                 frn_learned_epsilon: bool = False, frn_spatial: str = "mean", zero_init: bool = False, **kwargs):
         super().__init__(**kwargs)
         self.filters = int(filters)
         self.strides = int(strides)
         self.se_ratio = int(se_ratio)
         self.frn_epsilon = float(frn_epsilon)
+        self.frn_learned_epsilon = bool(frn_learned_epsilon)
+        if frn_spatial not in FRN_SPATIAL:
+            raise ValueError(f"frn_spatial must be one of {FRN_SPATIAL}, got {frn_spatial!r}")
+        self.frn_spatial = frn_spatial
+        self.zero_init = bool(zero_init)
 
     def build(self, input_shape):
         in_width = input_shape[-1]
         policy = self.dtype_policy
-        self.norm1 = FilterResponseNormalization(self.frn_epsilon, dtype=policy, name="frn1")
+        frn = {"learned_epsilon": self.frn_learned_epsilon, "spatial": self.frn_spatial, "dtype": policy}
+        self.norm1 = FilterResponseNormalization(self.frn_epsilon, name="frn1", **frn)
         self.conv1 = layers.Conv2D(in_width, 3, strides=self.strides, padding="same", dtype=policy, name="conv1")
-        self.norm2 = FilterResponseNormalization(self.frn_epsilon, dtype=policy, name="frn2")
+        self.norm2 = FilterResponseNormalization(self.frn_epsilon, name="frn2", **frn)
         self.conv2 = layers.Conv2D(self.filters, 3, padding="same", dtype=policy, name="conv2")
         self.gate = SqueezeExcitation(self.se_ratio, dtype=policy, name="se")
         self.shortcut = None
@@ -178,6 +231,10 @@ class ResidualBlock(layers.Layer):
             self.shortcut = layers.Conv2D(
                 self.filters, 1, strides=self.strides, padding="same", dtype=policy, name="shortcut"
             )
+        # created only with zero_init, so that weight files without it keep their layout
+        self.branch_scale = None
+        if self.zero_init:
+            self.branch_scale = self.add_weight(shape=(self.filters,), initializer="zeros", name="branch_scale")
 
         self.norm1.build(input_shape)
         self.conv1.build(input_shape)
@@ -192,6 +249,8 @@ class ResidualBlock(layers.Layer):
     def call(self, inputs):
         h = self.conv1(self.norm1(inputs))
         h = self.gate(self.conv2(self.norm2(h)))
+        if self.branch_scale is not None:
+            h = h * ops.cast(self.branch_scale, h.dtype)
         skip = inputs if self.shortcut is None else self.shortcut(inputs)
         return skip + h
 
@@ -210,4 +269,51 @@ class ResidualBlock(layers.Layer):
             "strides": self.strides,
             "se_ratio": self.se_ratio,
             "frn_epsilon": self.frn_epsilon,
+            "frn_learned_epsilon": self.frn_learned_epsilon,
+            "frn_spatial": self.frn_spatial,
+            "zero_init": self.zero_init,
         }
+
+
+@keras.saving.register_keras_serializable(package="realbogus")
+class StepDropout(layers.Dropout):
+    """Dropout whose masks are a stateless function of (seed, training step) when given a step.
+
+    Keras' own dropout draws each mask from a stateful seed generator whose state is not part
+    of a model's weights: a run resumed from saved weights draws other masks than an
+    uninterrupted run, and every call within one training step (the clean pass and each pass of
+    virtual adversarial training) draws a new mask. Once :meth:`follow_step` has given it a step
+    counter (the training wrapper passes its optimizer's iteration count), the mask depends only
+    on ``seed`` and the step: the same for every call within a step, and the same after a
+    resume. Without a step counter it is Keras' ``Dropout``.
+
+    Parameters
+    ----------
+    rate : float
+        Fraction of the inputs dropped.
+    seed : int, optional
+        Seed of the masks; drawn from Python's ``random`` (seeded by
+        ``keras.utils.set_random_seed``) when None, and saved in the config.
+    """
+
+    def __init__(self, rate: float, seed: int | None = None, **kwargs):
+        if seed is None:
+            seed = random.randint(0, 2**31 - 1)
+        super().__init__(rate, seed=int(seed), **kwargs)
+        # a callable, not a variable: the step counter belongs to the optimizer, not to this layer
+        object.__setattr__(self, "_step", None)
+
+    def follow_step(self, step) -> None:
+        """Draw masks statelessly from ``seed`` and ``step()`` (a callable giving an int tensor)."""
+        object.__setattr__(self, "_step", step)
+
+    def call(self, inputs, training=False):
+        if not training or self.rate <= 0 or self._step is None or self.noise_shape is not None:
+            return super().call(inputs, training=training)
+        step = tf.cast(self._step(), tf.int64)
+        seed = tf.random.experimental.stateless_fold_in(
+            tf.constant([self.seed, _DROPOUT_SALT], tf.int64), step
+        )
+        keep = tf.random.stateless_uniform(tf.shape(inputs), seed=seed, dtype=tf.float32) >= self.rate
+        scaled = inputs / ops.cast(1.0 - self.rate, inputs.dtype)
+        return ops.where(keep, scaled, ops.zeros_like(inputs))

@@ -13,6 +13,7 @@ import keras
 from keras import layers
 
 from realbogus.models.base import assemble_network
+from realbogus.models.layers import StepDropout
 
 __all__ = ["build_simple"]
 
@@ -61,7 +62,9 @@ def build_simple(
     for i, (filters, size) in enumerate(zip(conv_filters, kernel_sizes), start=1):
         body.append(layers.Conv2D(int(filters), int(size), padding=padding, activation="relu", name=f"conv{i}"))
         body.append(layers.MaxPooling2D(2, padding=padding, name=f"pool{i}"))
-    body.append(layers.Dropout(float(dropout), name="dropout"))
+    # Keras' Dropout unless the training wrapper gives it a step counter (exact resume, and the
+    # same mask for the clean and the perturbed passes of virtual adversarial training)
+    body.append(StepDropout(float(dropout), name="dropout"))
     body.append(layers.Flatten(name="flatten"))
     for i, units in enumerate(dense_units, start=1):
         body.append(layers.Dense(int(units), activation="relu", name=f"dense{i}"))
