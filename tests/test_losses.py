@@ -13,6 +13,7 @@ from realbogus.losses import (
     lds_per_sample,
     masked_cross_entropy,
     masked_cross_entropy_per_sample,
+    noise_scale,
     virtual_adversarial_perturbation,
 )
 
@@ -215,3 +216,134 @@ def test_vat_works_inside_a_traced_function_with_fresh_noise():
     first, second = step(x).numpy(), step(x).numpy()
     np.testing.assert_allclose(np.linalg.norm(first, axis=1), 1.0, rtol=1e-5)
     assert not np.array_equal(first, second)  # power_iterations=1 does not fully converge
+
+
+# --- VAT radius in units of each stamp's noise ---------------------------------------------
+
+
+def gaussian_psf(size=29, sigma=1.5):
+    yy, xx = np.mgrid[:size, :size] - size // 2
+    p = np.exp(-(xx**2 + yy**2) / (2 * sigma**2))
+    return p / p.sum()
+
+
+def point_source_stamps(rng, n, snr, sigma):
+    """(N, 29, 29, 3) stamps: white noise of per-channel sigma, a PSF of matched-filter S/N ``snr`` in every channel."""
+    p = gaussian_psf()
+    sigma = np.asarray(sigma, np.float64)
+    amp = np.asarray(snr, np.float64)[:, None] * sigma[None, :] / np.sqrt((p**2).sum())  # (N, 3)
+    x = 0.5 + rng.normal(size=(n, 29, 29, 3)) * sigma + amp[:, None, None, :] * p[None, :, :, None]
+    return x.astype(np.float32), p
+
+
+def matched_filter_snr(x, p, sigma):
+    """S/N of the PSF-matched filter in each channel, with the true noise: (N, 3)."""
+    return np.einsum("nijc,ij->nc", x.astype(np.float64), p) / (np.asarray(sigma) * np.sqrt((p**2).sum()))
+
+
+def test_noise_scale_is_the_robust_sigma_of_each_channel():
+    rng = np.random.default_rng(20)
+    x = rng.normal(size=(4, 29, 29, 3)) * np.array([0.01, 0.05, 0.14])
+    expected = 1.482602218505602 * np.median(np.abs(x - np.median(x, axis=(1, 2), keepdims=True)), axis=(1, 2))
+    got = noise_scale(x.astype(np.float32)).numpy()
+    assert got.shape == (4, 1, 1, 3)
+    np.testing.assert_allclose(got[:, 0, 0], expected, rtol=1e-5)
+    # within a few per cent of the true sigma, and blind to a bright compact source
+    np.testing.assert_allclose(got[:, 0, 0], np.broadcast_to([0.01, 0.05, 0.14], (4, 3)), rtol=0.12)
+    bright, _ = point_source_stamps(rng, 4, np.full(4, 30.0), [0.01, 0.05, 0.14])
+    np.testing.assert_allclose(noise_scale(bright).numpy()[:, 0, 0], [[0.01, 0.05, 0.14]] * 4, rtol=0.12)
+    # ... though the wings of a very bright one raise it (about +12% at S/N 500)
+    brighter, _ = point_source_stamps(rng, 16, np.full(16, 500.0), [0.1, 0.1, 0.1])
+    assert 1.05 < np.median(noise_scale(brighter).numpy()) / 0.1 < 1.25
+    # a flat (masked) channel gets the floor, not zero
+    x[0, :, :, 1] = 0.0
+    assert noise_scale(x.astype(np.float32), floor=1e-4).numpy()[0, 0, 0, 1] == pytest.approx(1e-4)
+
+
+@pytest.mark.parametrize("snr_change", [0.5, 2.0])
+def test_noise_radius_bounds_the_change_of_the_matched_filter_snr(snr_change):
+    """A classifier that scores the difference channel's matched filter gets a PSF-shaped r_adv,
+    the worst case: the S/N changes by snr_change (up to the noise estimate), never more."""
+    rng = np.random.default_rng(21)
+    n = 32
+    sigma = np.array([0.03, 0.01, 0.14])  # faint stamp: normalised difference noise ~0.14
+    x, p = point_source_stamps(rng, n, rng.uniform(5, 10, n), sigma)
+    psf = tf.constant(p, tf.float32)
+
+    def matched(z):  # score = matched filter of the difference channel, in S/N units
+        s = tf.einsum("nij,ij->n", z[..., 2], psf) / (0.14 * float(np.sqrt((p**2).sum())))
+        return tf.stack([-0.5 * s, 0.5 * s], axis=1)
+
+    rng_w = np.random.default_rng(22)
+    w = tf.constant(rng_w.normal(size=(29 * 29 * 3, 2)) * 0.1, tf.float32)
+
+    def mixed(z):  # another classifier, looking at every channel
+        return tf.matmul(tf.tanh(tf.reshape(z, (-1, 29 * 29 * 3))), w)
+
+    scale = noise_scale(x)
+    for model, tight in ((matched, True), (mixed, False)):
+        r = virtual_adversarial_perturbation(model, x, xi=1.0, eps=snr_change, seed=3, scale=scale).numpy()
+        change = np.abs(matched_filter_snr(r, p, sigma))  # the S/N change in each channel
+        # estimator's error: MAD of 841 pixels, a few per cent
+        assert np.all(change <= snr_change * 1.15), change.max()
+        whitened = np.sqrt(np.sum((r / sigma) ** 2, axis=(1, 2, 3)))
+        np.testing.assert_allclose(whitened, snr_change, rtol=0.15)
+        if tight:  # all of it goes into the difference channel's S/N
+            np.testing.assert_allclose(change[:, 2], snr_change, rtol=0.15)
+            moved = matched_filter_snr(x + r, p, sigma)[:, 2] - matched_filter_snr(x, p, sigma)[:, 2]
+            np.testing.assert_allclose(np.abs(moved), snr_change, rtol=0.15)
+    # a fixed radius of 1 on the same stamps moves the faint source's S/N by ~1/0.14 = 7
+    r_fixed = virtual_adversarial_perturbation(matched, x, xi=1e-3, eps=1.0, seed=3).numpy()
+    assert np.median(np.abs(matched_filter_snr(r_fixed, p, sigma)[:, 2])) > 6.0
+
+
+def test_fixed_radius_is_unchanged_by_the_new_options():
+    """scale=None, xi_min=0 is the original algorithm: norm eps, same direction as before."""
+    model = TinyMLP(classes=2, seed=12)
+    x = np.random.default_rng(13).normal(size=(8, 6)).astype(np.float32)
+    a = virtual_adversarial_perturbation(model, x, xi=1e-3, eps=0.7, seed=4).numpy()
+    b = virtual_adversarial_perturbation(model, x, xi=1e-3, eps=0.7, seed=4, scale=None, xi_min=0.0).numpy()
+    np.testing.assert_array_equal(a, b)
+    np.testing.assert_allclose(np.linalg.norm(a, axis=1), 0.7, rtol=1e-5)
+    # a per-sample eps
+    eps = np.linspace(0.1, 0.8, 8).astype(np.float32)
+    c = virtual_adversarial_perturbation(model, x, xi=1e-3, eps=eps, seed=4).numpy()
+    np.testing.assert_allclose(np.linalg.norm(c, axis=1), eps, rtol=1e-5)
+    np.testing.assert_allclose(c / eps[:, None], a / 0.7, rtol=1e-4, atol=1e-6)
+
+
+def test_stateless_seed_pairs_repeat_exactly_and_differ_between_steps():
+    model = TinyMLP(seed=14)
+    x = np.random.default_rng(15).normal(size=(4, 6)).astype(np.float32)
+    step = tf.function(lambda s: virtual_adversarial_perturbation(model, x, xi=1e-3, eps=1.0, seed=s))
+    one = step(tf.constant([7, 1], tf.int64)).numpy()
+    np.testing.assert_array_equal(one, step(tf.constant([7, 1], tf.int64)).numpy())
+    assert not np.array_equal(one, step(tf.constant([7, 2], tf.int64)).numpy())
+
+
+def test_xi_min_keeps_the_direction_search_alive_in_bfloat16():
+    """A bfloat16 forward pass rounds a tiny step away (the random start survives); the floor fixes it.
+
+    Pixels in [0.5, 1) have a bfloat16 spacing of 2^-8: a step of 1e-6 spread over 2523 values
+    crosses no rounding boundary, one of 0.1 moves about half of them.
+    """
+    rng = np.random.default_rng(16)
+    x = rng.uniform(0.5, 0.95, size=(6, 29, 29, 3)).astype(np.float32)
+    w = tf.constant(rng.normal(size=(29 * 29 * 3,)), tf.float32)
+
+    def bf16(z):
+        # the input is rounded to bfloat16, the sum accumulates in float32 (as in a matmul)
+        h = tf.cast(tf.cast(tf.reshape(z, (-1, 29 * 29 * 3)), tf.bfloat16), tf.float32)
+        s = tf.reduce_sum(h * w, axis=1)
+        return tf.stack([-s, s], axis=1)
+
+    def cosine(r):
+        r = r.reshape(6, -1)
+        return np.abs(r @ w.numpy()) / np.linalg.norm(r, axis=1) / np.linalg.norm(w.numpy())
+
+    lost = virtual_adversarial_perturbation(bf16, x, xi=1e-6, eps=1.0, seed=5).numpy()
+    assert np.all(cosine(lost) < 0.2)  # still the random start
+    kept = virtual_adversarial_perturbation(bf16, x, xi=1e-6, eps=1.0, seed=5, xi_min=0.1).numpy()
+    assert np.all(cosine(kept) > 0.99)
+    np.testing.assert_allclose(np.linalg.norm(kept.reshape(6, -1), axis=1), 1.0, rtol=1e-5)
+

@@ -11,11 +11,51 @@ Here ``model`` is any callable from a batch to logits. In this project it is the
 network, applied to *normalised* stamps (see :func:`realbogus.models.split_model`), so that
 ``eps`` and ``xi`` are measured on the [0, 1] scale of each stamp (see ``conf/loss/``).
 
+Radius in units of each stamp's noise
+-------------------------------------
+A fixed L2 radius on the min-max normalised stamp means very different things for a faint and
+a bright stamp: the normalised noise of a faint candidate (S/N 5-10) is about 0.14 per pixel,
+that of a bright one a hundred times less. Pass ``scale`` (the per-sample, per-channel noise
+``sigma_c`` from :func:`noise_scale`) and the search runs in noise units instead: the model is
+evaluated at ``x + sigma * u`` and ``r_adv = sigma * (eps * d)`` with ``||d|| = 1``, so
+``eps`` bounds the noise-whitened norm ``sqrt(sum_c ||r_c||^2 / sigma_c^2)``.
+
+Why this bounds the change of the candidate's S/N: in a channel with white noise of per-pixel
+standard deviation ``sigma``, the matched-filter S/N of a source of profile ``p`` (any PSF) is
+``S = <x, p> / (sigma ||p||)``. A perturbation ``r`` changes it by
+``dS = <r, p> / (sigma ||p||) <= ||r|| / sigma`` (Cauchy-Schwarz), with equality when ``r`` is
+along ``p``, i.e. exactly the PSF-shaped direction the power iteration finds for a point-source
+classifier. So ``||r_c|| = snr_change * sigma_c`` lets the perturbation change the S/N of any
+point source in channel ``c`` by at most ``snr_change``, and the whitened ball of radius
+``snr_change`` bounds every channel at once (even ``sqrt(sum_c dS_c^2) <= snr_change``). Min-max
+normalisation is affine per channel, so the bound is the same in counts. Two approximations:
+the noise is estimated from the stamp (a 1.4826 x MAD over the pixels, robust to a compact
+source, a few per cent uncertain for 841 pixels; the wings of a bright source raise it, for a
+PSF of 1.5 pixel sigma by about 2% at S/N 10, 8% at S/N 100 and 12% at S/N 500, where an S/N
+change of ``1.12 * snr_change`` does not matter), and the reference and difference noise of a
+survey is somewhat correlated between pixels, for which ``||r|| / sigma`` is the white-noise
+figure. With ``scale``, ``xi`` is also in noise units.
+
+Precision
+---------
 The search always runs in float32 (inputs, directions, norms and the gradient of the KL
 divergence, which is evaluated in a form that stays accurate for confident predictions),
 whatever the model's compute dtype; logits are cast to float32. Under a bfloat16 policy the
-model's own forward pass is bfloat16, and ``xi * d`` must then be large enough to survive the
-rounding of its input (about 0.4% of a pixel's value), i.e. ``xi`` of order 1 rather than 1e-3.
+model's own forward pass rounds its input to 8 significant bits (a spacing of 2^-8 = 0.004 for
+values in [0.5, 1), finer for smaller ones), so a step ``xi * d`` that moves no pixel across a
+rounding boundary is lost: the perturbed logits equal the clean ones, the gradient vanishes and
+the direction stays the random start. A step that moves some pixels suffices: for a two-logit
+classifier the KL Hessian has rank one (along the gradient of the score), so the direction found
+is that gradient whatever the step's size. ``xi_min`` is a floor on the L2 norm of the step, in
+input units: 0.1 moves each of the 2523 values of a random start by about 0.002, half a spacing
+at the top of the range, so the search cannot be rounded away (1e-6 always is; 1e-3 usually
+survives through the faint pixels near 0).
+
+Randomness
+----------
+``seed`` may be a pair of integers (a tensor of shape (2,)): the starting direction is then a
+stateless function of it, which the training step derives from its seed and the optimizer's step
+counter, so that a run resumed from a checkpoint draws the directions an uninterrupted run draws.
 """
 
 from __future__ import annotations
@@ -28,7 +68,10 @@ from keras import ops
 
 from realbogus.losses._common import as_logits, replica_share
 
-__all__ = ["virtual_adversarial_perturbation", "lds", "lds_per_sample"]
+__all__ = ["virtual_adversarial_perturbation", "lds", "lds_per_sample", "noise_scale", "MAD_TO_SIGMA"]
+
+#: sigma of a Gaussian over its median absolute deviation
+MAD_TO_SIGMA = 1.482602218505602
 
 
 def _kl_from_logits(p_logits, q_logits):
@@ -68,21 +111,73 @@ def _per_sample_unit(d, fallback=None):
     return unit
 
 
+def _is_stateless_seed(seed) -> bool:
+    """Whether ``seed`` is a pair of integers for a stateless random op (not an int or generator)."""
+    if isinstance(seed, (tf.Tensor, tf.Variable)):
+        return seed.shape.rank == 1
+    return isinstance(seed, (list, tuple)) or (hasattr(seed, "shape") and len(getattr(seed, "shape")) == 1)
+
+
 def _normal_like(x, seed):
     if seed is None:
         # a stateful op: a fresh draw on every call, also inside a traced train step
         return tf.random.normal(tf.shape(x), dtype=tf.float32)
+    if _is_stateless_seed(seed):
+        return tf.random.stateless_normal(tf.shape(x), seed=tf.cast(seed, tf.int64), dtype=tf.float32)
     return keras.random.normal(ops.shape(x), dtype="float32", seed=seed)
+
+
+def noise_scale(x, floor: float = 1e-6):
+    """Robust per-sample, per-channel noise of images: ``1.4826 * MAD`` over the pixels.
+
+    Parameters
+    ----------
+    x : array-like, shape (N, H, W, C)
+        Images (here the normalised stamps).
+    floor : float
+        Smallest value returned: a channel that is flat over more than half its pixels (a
+        masked or saturated region) has a MAD of zero, and would otherwise get no perturbation.
+
+    Returns
+    -------
+    tensor
+        float32 (N, 1, 1, C), no gradient. The median absolute deviation ignores a compact source
+        (fewer than half the pixels), so for a sky-dominated stamp this is the sky noise.
+    """
+    x = tf.cast(tf.convert_to_tensor(x), tf.float32)
+    shape = tf.shape(x)
+    flat = tf.reshape(tf.transpose(x, (0, 3, 1, 2)), (shape[0], shape[3], shape[1] * shape[2]))
+
+    def median(v):
+        # the lower and upper middle values of the sorted pixels (equal for an odd count)
+        v = tf.sort(v, axis=-1)
+        n = tf.shape(v)[-1]
+        return 0.5 * (tf.gather(v, (n - 1) // 2, axis=-1) + tf.gather(v, n // 2, axis=-1))
+
+    centre = median(flat)
+    sigma = MAD_TO_SIGMA * median(tf.abs(flat - centre[..., None]))
+    sigma = tf.maximum(sigma, floor)
+    return tf.stop_gradient(tf.reshape(sigma, (shape[0], 1, 1, shape[3])))
+
+
+def _per_sample(value, x):
+    """A scalar or a per-sample (N,) value, shaped to broadcast against ``x``."""
+    value = tf.cast(tf.convert_to_tensor(value), tf.float32)
+    if value.shape.rank == 0:
+        return value
+    return tf.reshape(value, tf.concat([tf.shape(value)[:1], tf.ones([tf.rank(x) - 1], tf.int32)], 0))
 
 
 def virtual_adversarial_perturbation(
     model: Callable,
     x,
     xi: float,
-    eps: float,
+    eps,
     power_iterations: int = 1,
     logits=None,
     seed=None,
+    scale=None,
+    xi_min: float = 0.0,
 ):
     """The virtual adversarial perturbation ``r_adv`` of each sample.
 
@@ -95,48 +190,68 @@ def virtual_adversarial_perturbation(
         The batch (cast to float32).
     xi : float
         Finite-difference step: the power iteration evaluates the model at ``x + xi * d`` with
-        ``||d|| = 1``. Small against ``eps``, but large enough to change ``x`` in float32.
-    eps : float
-        L2 norm of ``r_adv`` for each sample, over all its pixels and channels.
+        ``||d|| = 1`` (``x + scale * xi * d`` with ``scale``). Small against ``eps``, but large
+        enough to change ``x`` in the model's precision (see ``xi_min``).
+    eps : float or array-like (N,)
+        L2 norm of ``r_adv`` for each sample, over all its pixels and channels; with ``scale``,
+        the norm of ``r_adv / scale`` (the largest change of a point source's S/N).
     power_iterations : int
         Number of power-iteration steps (1 is usual; more give a more exact eigenvector).
     logits : array-like, optional
         ``model(x)`` if already computed (reused, not recomputed). Treated as a constant.
-    seed : int or keras.random.SeedGenerator, optional
+    seed : int, keras.random.SeedGenerator or pair of ints, optional
         Seed of the random starting direction; None draws a fresh one on every call (from
-        TensorFlow's global seed).
+        TensorFlow's global seed); a pair (shape (2,) tensor) draws it statelessly.
+    scale : array-like, optional
+        Broadcastable to ``x`` (e.g. (N, 1, 1, C) from :func:`noise_scale`): the search runs in
+        the coordinates ``u = (x' - x) / scale``, so ``eps`` and ``xi`` are in units of ``scale``.
+    xi_min : float
+        Floor on the L2 norm of the finite-difference step in input units (0: none), so that
+        the step survives the rounding of a bfloat16 forward pass (see the module docstring).
 
     Returns
     -------
     tensor
-        float32, shaped like ``x``, with ``||r_adv[i]|| = eps`` for every sample; no gradient
-        flows through it.
+        float32, shaped like ``x``, with ``||r_adv[i]|| = eps[i]`` (``||r_adv[i] / scale[i]||``
+        with ``scale``) for every sample; no gradient flows through it.
     """
     x = ops.cast(ops.convert_to_tensor(x), "float32")
     if logits is None:
         logits = model(x)
     target = ops.stop_gradient(as_logits(logits))
+    scale = None if scale is None else tf.stop_gradient(tf.cast(scale, tf.float32))
+    axes = tuple(range(1, len(x.shape)))
+
+    def to_input(u):
+        return u if scale is None else scale * u
+
     d = _per_sample_unit(_normal_like(x, seed))
     for _ in range(int(power_iterations)):
         with tf.GradientTape() as tape:
             tape.watch(d)
-            q_logits = as_logits(model(x + xi * d))
+            step = to_input(xi * d)
+            if xi_min > 0:
+                norm = tf.sqrt(tf.reduce_sum(tf.square(step), axis=axes, keepdims=True))
+                step = step * tf.stop_gradient(tf.maximum(1.0, xi_min / tf.maximum(norm, 1e-30)))
+            q_logits = as_logits(model(x + step))
             # gradient of KL(p || q) with respect to q's logits is softmax(q) - softmax(p);
             # this surrogate has that gradient, computed stably (see _softmax_shift)
             surrogate = ops.sum(ops.stop_gradient(_softmax_shift(target, q_logits)) * q_logits)
         # the gradient at xi * d is xi * H d to first order: one power-iteration step
         d = _per_sample_unit(tape.gradient(surrogate, d), fallback=d)
-    return ops.stop_gradient(eps * d)
+    return ops.stop_gradient(to_input(_per_sample(eps, x) * d))
 
 
 def lds_per_sample(
     model: Callable,
     x,
     xi: float = 1e-3,
-    eps: float = 1.0,
+    eps=1.0,
     power_iterations: int = 1,
     logits=None,
     seed=None,
+    scale=None,
+    xi_min: float = 0.0,
 ):
     """``KL(p(x) || p(x + r_adv))`` of each sample, with ``p(x)`` held constant.
 
@@ -153,7 +268,9 @@ def lds_per_sample(
     if logits is None:
         logits = model(x)
     target = ops.stop_gradient(as_logits(logits))
-    r_adv = virtual_adversarial_perturbation(model, x, xi, eps, power_iterations, logits=target, seed=seed)
+    r_adv = virtual_adversarial_perturbation(
+        model, x, xi, eps, power_iterations, logits=target, seed=seed, scale=scale, xi_min=xi_min
+    )
     # rounding can make a vanishing divergence a hair negative
     return ops.maximum(_kl_from_logits(target, as_logits(model(x + r_adv))), 0.0)
 
@@ -162,11 +279,13 @@ def lds(
     model: Callable,
     x,
     xi: float = 1e-3,
-    eps: float = 1.0,
+    eps=1.0,
     power_iterations: int = 1,
     logits=None,
     seed=None,
     global_batch_size=None,
+    scale=None,
+    xi_min: float = 0.0,
 ):
     """Local distributional smoothness loss: the mean of :func:`lds_per_sample` over the batch.
 
@@ -187,5 +306,7 @@ def lds(
     tensor
         Scalar float32 loss.
     """
-    per_sample = lds_per_sample(model, x, xi, eps, power_iterations, logits=logits, seed=seed)
+    per_sample = lds_per_sample(
+        model, x, xi, eps, power_iterations, logits=logits, seed=seed, scale=scale, xi_min=xi_min
+    )
     return replica_share(ops.mean(per_sample), per_sample, global_batch_size)
