@@ -16,7 +16,8 @@ from omegaconf import DictConfig, OmegaConf
 from realbogus.data.format import open_dataset
 from realbogus.data.kinds import KIND_NAMES
 from realbogus.errors import ConfigError, report_errors
-from realbogus.simulation import dataset_paths, existing_is_current, resolve_config, simulate_split
+from realbogus.simulation import (dataset_paths, existing_is_current, remove_stale_temporaries, resolve_config,
+                                  simulate_split)
 
 __all__ = ["run", "summarise"]
 
@@ -65,6 +66,8 @@ def run(cfg: DictConfig) -> dict:
     results = {}
     for split, path in zip(("train", "test"), dataset_paths(data)):
         rate = None
+        for tmp in remove_stale_temporaries(path):
+            print(f"{split}: removed {tmp.name}, left by an interrupted run")
         if not cfg.get("overwrite", False) and existing_is_current(path, sim, split):
             print(f"{split}: reusing complete file {path} (overwrite=true to regenerate)")
         else:

@@ -359,3 +359,93 @@ def test_gallery_with_ztf(tmp_path, ztf_npz, smoke_dir):
     out = make_gallery(tmp_path / "gallery.png", data_dir=smoke_dir, ztf=ztf_npz)
     assert out.stat().st_size < 1_500_000
 
+
+# ----------------------------------------------------------------- interrupted runs
+#: 16-digit SHA-256 of the smoke files' datasets, as written before the camera presets existed
+#: (numpy 2.4.6, x86-64 with AVX-512; the file attribute ``config`` lists the new keys).
+SMOKE_IMAGES = {"train": "a6b411f414406409", "test": "7ff96a5a9b31485b"}
+SMOKE_KINDS = {"train": "70d18e15eeba0cd6", "test": "560be0588c349057"}
+
+
+def _simulate_cmd(folder: Path) -> list[str]:
+    import sys
+
+    return [sys.executable, "-m", "realbogus.simulate", "data=smoke", f"data.dir={folder}", "progress=false",
+            "workers=2"]
+
+
+def test_sigkill_leaves_no_worker_and_a_rerun_cleans_up(tmp_path, repo_root):
+    """SIGKILL mid-write: the workers end with their parent, the rerun removes the temporary and
+    writes the same bytes as an uninterrupted run (whose arrays are those of before the presets)."""
+    import os
+    import signal
+    import subprocess
+    import time
+
+    psutil = pytest.importorskip("psutil")
+    env = dict(os.environ, PYTHONPATH=str(repo_root))
+    folder = tmp_path / "data"
+    subprocess.run(_simulate_cmd(folder), check=True, cwd=tmp_path, env=env, capture_output=True)
+    clean = {split: (folder / f"{split}.h5").read_bytes() for split in ("train", "test")}
+    for split in ("train", "test"):
+        with open_dataset(folder / f"{split}.h5") as ds:
+            ok = (hashlib.sha256(ds.images().tobytes()).hexdigest()[:16] == SMOKE_IMAGES[split]
+                  and hashlib.sha256(ds.column("kind").tobytes()).hexdigest()[:16] == SMOKE_KINDS[split])
+        if not ok and np.__version__ != "2.4.6":
+            pytest.skip(f"smoke hashes pinned with numpy 2.4.6, this is {np.__version__}")
+        assert ok, split
+        (folder / f"{split}.h5").unlink()
+
+    proc = subprocess.Popen(_simulate_cmd(folder), cwd=tmp_path, env=env,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    parent = psutil.Process(proc.pid)
+    deadline = time.monotonic() + 60
+    workers = []
+    while time.monotonic() < deadline and proc.poll() is None:
+        workers = parent.children(recursive=True)
+        if workers and list(folder.glob(".train.h5.*.tmp")):
+            break
+        time.sleep(0.02)
+    assert proc.poll() is None and workers, "the run ended before it could be interrupted"
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait(timeout=10)
+    assert list(folder.glob(".train.h5.*.tmp")) and not (folder / "train.h5").exists()
+    gone, alive = psutil.wait_procs(workers, timeout=10)
+    alive = [p for p in alive if p.is_running() and p.status() != psutil.STATUS_ZOMBIE]
+    for p in alive:  # do not leave them behind when the check fails
+        p.kill()
+    assert not alive, f"workers outlived their parent: {alive}"
+
+    out = subprocess.run(_simulate_cmd(folder), check=True, cwd=tmp_path, env=env, capture_output=True, text=True)
+    assert "left by an interrupted run" in out.stdout
+    assert not list(folder.glob(".*.tmp"))
+    for split in ("train", "test"):
+        assert (folder / f"{split}.h5").read_bytes() == clean[split]
+
+
+def test_stale_temporaries_of_other_outputs_and_live_writers_are_kept(tmp_path):
+    import h5py
+
+    from realbogus.simulation import remove_stale_temporaries
+
+    stale = tmp_path / ".train.h5.abc123.tmp"
+    stale.write_bytes(b"partial")
+    other = tmp_path / ".test.h5.abc123.tmp"
+    other.write_bytes(b"another output's")
+    live = tmp_path / ".train.h5.live.tmp"
+    with h5py.File(live, "w"):  # a writer holds its file
+        removed = remove_stale_temporaries(tmp_path / "train.h5")
+        assert live.exists()
+    assert removed == [stale] and not stale.exists() and other.exists()
+    assert remove_stale_temporaries(tmp_path / "train.h5") == [live]
+
+
+def test_simulate_help_describes_the_command(repo_root):
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "realbogus.simulate", "--help"], cwd=repo_root,
+                         capture_output=True, text=True, check=True).stdout
+    assert out.startswith("python -m realbogus.simulate: simulate")
+    assert out.count("python -m realbogus.simulate data=") == 3
+    assert "instrument: tomoe, ztf" in out

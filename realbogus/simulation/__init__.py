@@ -29,6 +29,7 @@ from realbogus.simulation.generator import (
     fingerprint,
     generate_kind,
     instrument_preset,
+    remove_stale_temporaries,
     resolve_config,
     simulate_split,
 )
@@ -42,6 +43,7 @@ __all__ = [
     "generate_kind",
     "resolve_config",
     "instrument_preset",
+    "remove_stale_temporaries",
 ]
 
 
@@ -138,6 +140,7 @@ def ensure_dataset(data_cfg, overwrite: bool = False, workers: int | None = None
         config_text = yaml.safe_dump(dict(cfg, simulation=sim), sort_keys=False)
     say = log or (lambda _msg: None)
     for split, path in (("train", train_path), ("test", test_path)):
+        remove_stale_temporaries(path)
         if not overwrite and existing_is_current(path, sim, split):
             say(f"{split}: reusing {path}")
             continue

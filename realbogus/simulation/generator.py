@@ -25,6 +25,10 @@ Camera presets
   the presets are left out of the fingerprint at those values, so files and runs from before
   stay valid (:func:`fill_added_keys`), and the Tomo-e data are the same bytes as before.
 
+Interrupted runs
+- Worker processes end with their parent (they poll its process id), and a rerun removes the
+  temporary files a killed writer of the same output left (:func:`remove_stale_temporaries`).
+
 Columns written (see :mod:`realbogus.data.format` for the core ones)
 - ``images``, ``label``, ``true_label``, ``sensor_id``, ``kind``, ``mag`` (magnitude of the
   injected or transient source, NaN for bogus kinds without one);
@@ -68,6 +72,7 @@ __all__ = [
     "generate_chunk",
     "generate_kind",
     "possible_kinds",
+    "remove_stale_temporaries",
     "simulate_split",
 ]
 
@@ -664,6 +669,26 @@ def _mp_context():
     return mp.get_context("spawn")
 
 
+_PARENT_POLL_S = 0.2  # seconds between a worker's checks that its parent is alive
+
+
+def _exit_with_parent(parent: int) -> None:
+    """Worker initialiser: end this process as soon as ``parent`` is gone.
+
+    A worker blocked on its task queue would otherwise wait forever once the parent is killed
+    (SIGKILL runs no clean-up): a daemon thread polls the parent process id, which changes when
+    the worker is re-parented.
+    """
+    import threading
+
+    def watch():
+        while os.getppid() == parent:
+            time.sleep(_PARENT_POLL_S)
+        os._exit(1)
+
+    threading.Thread(target=watch, name="parent-watch", daemon=True).start()
+
+
 def _iter_chunks(cfg: dict, split: str, plan: np.ndarray, workers: int):
     """Yield chunks in index order, generating them on ``workers`` processes."""
     tasks = [(cfg, split, i, plan[i]) for i in range(len(plan))]
@@ -674,8 +699,11 @@ def _iter_chunks(cfg: dict, split: str, plan: np.ndarray, workers: int):
     from concurrent.futures import ProcessPoolExecutor
 
     # A bounded window of tasks in flight keeps memory flat however slow the writer is; a dead
-    # worker raises BrokenProcessPool instead of hanging.
-    with ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=_mp_context()) as pool:
+    # worker raises BrokenProcessPool instead of hanging, and workers end with their parent.
+    pool = ProcessPoolExecutor(max_workers=min(workers, len(tasks)), mp_context=_mp_context(),
+                               initializer=_exit_with_parent, initargs=(os.getpid(),))
+    finished = False
+    try:
         pending = {}
         nxt = 0
         for i in range(len(tasks)):
@@ -683,6 +711,45 @@ def _iter_chunks(cfg: dict, split: str, plan: np.ndarray, workers: int):
                 pending[nxt] = pool.submit(_worker_chunk, tasks[nxt])
                 nxt += 1
             yield pending.pop(i).result()[1]
+        finished = True
+    finally:
+        # On an error or an interrupt, drop the queued chunks instead of computing them first.
+        pool.shutdown(wait=finished, cancel_futures=not finished)
+
+
+def remove_stale_temporaries(path: str | os.PathLike, min_age_s: float = 120.0) -> list[Path]:
+    """Delete temporary files left beside ``path`` by writers of ``path`` that were killed.
+
+    Only files named like that output's own temporaries (``.<name>.*.tmp``) are considered, and
+    only those no live process is writing: an HDF5 writer holds a lock on its file, so a file
+    that can be locked is abandoned. Where HDF5 file locking is switched off
+    (``HDF5_USE_FILE_LOCKING=FALSE``), a file must also be ``min_age_s`` seconds unmodified.
+
+    Returns
+    -------
+    list of Path
+        The files removed.
+    """
+    import fcntl
+
+    path = Path(path)
+    locking = os.environ.get("HDF5_USE_FILE_LOCKING", "").upper() not in ("FALSE", "0")
+    removed = []
+    for tmp in sorted(path.parent.glob(f".{path.name}.*.tmp")):
+        try:
+            fd = os.open(tmp, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            if locking or time.time() - os.fstat(fd).st_mtime > min_age_s:
+                tmp.unlink(missing_ok=True)
+                removed.append(tmp)
+        except OSError:
+            pass  # locked: a live writer owns it
+        finally:
+            os.close(fd)
+    return removed
 
 
 def simulate_split(cfg, split: str, path: str | os.PathLike, overwrite: bool = False,
@@ -716,6 +783,7 @@ def simulate_split(cfg, split: str, path: str | os.PathLike, overwrite: bool = F
     cfg = resolve_config(cfg)
     workers = int(cfg["workers"] if workers is None else workers)
     plan = chunk_plan(cfg, split)
+    remove_stale_temporaries(path)
     if not config_text:
         import yaml
 
