@@ -10,18 +10,28 @@ Examples::
     # keep 95% of real transients; HDF5 output; a .keras file on its own (its model card is used)
     python -m realbogus.predict model=model.keras input=data/custom/test.h5 output=s.h5 target_tpr=0.95
 
-Inputs (see :mod:`realbogus.data.loaders`): our HDF5 files, ``.npy`` stacks and ``.npz``
-archives (``images`` (N, 29, 29, 3), channels new, ref, diff), the published Zenodo layout, and
-FITS cutouts (one file, one triplet or a directory). Stamps are read and scored block by block,
-so memory stays bounded whatever the input's size.
+    # brokers' alert packets (Avro, ZTF or DECam schema); an exported ONNX model, without TensorFlow
+    python -m realbogus.predict model=model.onnx input=alerts/ output=alerts.csv
+
+Inputs (see :mod:`realbogus.data.loaders`): our HDF5 files (only ``images`` is needed), ``.npy``
+stacks and ``.npz`` archives (``images`` (N, 29, 29, 3), channels new, ref, diff), the
+published Zenodo layout, FITS cutouts (one file, one triplet or a directory), and Avro alert
+packets (one ``.avro`` file or a directory of them, see :mod:`realbogus.data.alerts`). Stamps
+are read and scored block by block, so memory stays bounded whatever the input's size.
+
+Models: a run folder or a ``.keras`` file (TensorFlow), or an ``.onnx`` file written by
+``python -m realbogus.deploy.export`` (ONNX Runtime only; TensorFlow is not imported).
 
 Output (CSV or HDF5, by suffix), one row per input stamp in input order:
 ``index`` (row in the input), the input's own per-sample columns (identifiers such as
 ``candid``, ``objectId`` or ``name``, and ``label``, ``sensor_id``, ``kind``, ``mag`` when it
-has them), ``score`` (probability of real, float64), ``calibrated_score`` (when the model has a
-temperature) and ``is_candidate`` (1/0, when an operating point was chosen). Beside it,
-``<output>.meta.json`` records the model, the operating point with its expected TPR and FPR,
-the candidate count and the speed. Both appear complete or not at all.
+has them; for alerts also ``isdiffpos``, ``alert_file``, ``swapped``, ``centre_offset`` and
+``off_centre``), ``score`` (probability of real, float64; empty for an off-centre alert),
+``calibrated_score`` (when the model has a temperature), ``is_candidate`` (1/0, when an
+operating point was chosen) and ``model_version`` (:func:`realbogus.deploy.card.model_version`).
+Beside it, ``<output>.meta.json`` records the model and its version, the threshold and where it
+came from, the operating point with its expected TPR and FPR, the candidate count and the
+speed. Both appear complete or not at all.
 """
 
 from __future__ import annotations
@@ -42,8 +52,10 @@ from omegaconf import DictConfig, OmegaConf
 
 from realbogus.errors import ConfigError, DataError, report_errors
 
-__all__ = ["predict_file", "resolve_model", "predict", "main"]
+__all__ = ["LAYOUTS", "predict_file", "resolve_model", "check_output_path", "predict", "main"]
 
+#: Input layouts: those of :mod:`realbogus.data.loaders`, and ``avro`` alert packets.
+LAYOUTS = ("auto", "zenodo", "npy", "fits", "hdf5", "avro")
 _CSV_SUFFIXES = (".csv",)
 _H5_SUFFIXES = (".h5", ".hdf5")
 DEFAULT_BATCH_SIZE = 512
@@ -57,25 +69,56 @@ def meta_path(output: str | os.PathLike) -> Path:
     return output.with_name(output.name + ".meta.json")
 
 
-def resolve_model(path: str | os.PathLike) -> tuple[Path, Path | None]:
-    """``(keras_file, run_folder or None)`` for a ``model=`` path.
+def resolve_model(path: str | os.PathLike, onnx: bool = False) -> tuple[Path, Path | None]:
+    """``(model_file, run_folder or None)`` for a ``model=`` path.
+
+    Parameters
+    ----------
+    path
+        A run folder, a ``.keras`` file, or (with ``onnx``) an ``.onnx`` file.
+    onnx
+        Accept ``.onnx`` files.
 
     Raises
     ------
     DataError
-        The path does not exist, a folder holds no ``model.keras``, or a file is not ``.keras``.
+        The path does not exist, a folder holds no ``model.keras``, or a file is not a model.
     """
     path = Path(path)
+    accepted = "a run folder, a .keras file or an .onnx file" if onnx else "a run folder or a .keras file"
     if not path.exists():
         raise DataError(f"{path}: no such run folder or model file")
     if path.is_dir():
         keras_path = path / "model.keras"
         if not keras_path.is_file():
-            raise DataError(f"{path}: no model.keras in this folder (model= takes a run folder or a .keras file)")
+            raise DataError(f"{path}: no model.keras in this folder (model= takes {accepted})")
         return keras_path, path
-    if path.suffix != ".keras":
-        raise DataError(f"{path}: not a .keras file (model= takes a run folder or a .keras file)")
-    return path, None
+    if path.suffix == ".keras" or (onnx and path.suffix == ".onnx"):
+        return path, None
+    raise DataError(f"{path}: not a .keras file (model= takes {accepted})")
+
+
+def check_output_path(path: str | os.PathLike, overwrite: bool) -> None:
+    """Refuse an output that cannot be written, before any work starts.
+
+    Raises
+    ------
+    DataError
+        ``path`` exists (without ``overwrite``) or is a directory; a folder on its way is a
+        file; or the nearest existing folder is not writable.
+    """
+    path = Path(path)
+    if path.is_dir():
+        raise DataError(f"{path}: is a directory")
+    if path.exists() and not overwrite:
+        raise DataError(f"{path}: already exists (pass overwrite=true to replace it)")
+    folder = path.absolute().parent
+    while not folder.exists():
+        folder = folder.parent
+    if not folder.is_dir():
+        raise DataError(f"{path}: cannot be created, {folder} is a file, not a folder")
+    if not os.access(folder, os.W_OK | os.X_OK):
+        raise DataError(f"{path}: cannot be created, folder {folder} is not writable")
 
 
 def _temperature(run_dir: Path | None, card: dict | None) -> float | None:
@@ -90,7 +133,7 @@ def _temperature(run_dir: Path | None, card: dict | None) -> float | None:
     return None
 
 
-def _operating_point(request, detections: float, run_dir: Path | None, keras_path: Path, card: dict | None):
+def _operating_point(request, detections: float, run_dir: Path | None, model_path: Path, card: dict | None):
     """The operating point for ``request`` from the run's test predictions, else the model card."""
     from realbogus.deploy import thresholds as T
 
@@ -105,14 +148,14 @@ def _operating_point(request, detections: float, run_dir: Path | None, keras_pat
         return T.operating_point_from_curve(fpr, tpr, thr, n_real, n_bogus, mode, value, detections,
                                             reference=f"{run_dir / 'predictions.csv'} (test split)")
     if card and card.get("roc"):
-        return T.from_card_curve(card["roc"], mode, value, detections, reference=f"{keras_path} (model card ROC curve)")
+        return T.from_card_curve(card["roc"], mode, value, detections, reference=f"{model_path} (model card ROC curve)")
     if mode == "threshold":
         nan = float("nan")
         return T.OperatingPoint(mode, value, value, nan, nan, nan, detections, nan, nan, 0, 0, "none", False,
                                 ["no reference set (no run folder predictions, no model card): rates unknown"])
     raise DataError(
-        f"{keras_path}: {mode}= needs reference results: give the run folder (with predictions.csv) "
-        "or a .keras file carrying a model card"
+        f"{model_path}: {mode}= needs reference results: give the run folder (with predictions.csv) "
+        "or a .keras or .onnx file carrying a model card"
     )
 
 
@@ -181,6 +224,37 @@ def _write_h5(path: Path, cols: dict[str, np.ndarray], attrs: dict) -> None:
                 f.attrs[key] = value
 
 
+def _open_input(input, layout: str, split: str | None, orient: bool, max_centre_offset: float):
+    """The input as a :class:`~realbogus.data.loaders.StampSource` (alert packets included)."""
+    from realbogus.data.alerts import is_alert_path, open_alerts
+    from realbogus.data.loaders import open_stamps
+
+    if layout == "avro" or (layout == "auto" and Path(input).exists() and is_alert_path(input)):
+        return open_alerts(input, orient=orient, max_centre_offset=max_centre_offset)
+    return open_stamps(input, layout=layout, split=split)
+
+
+def _keras_scorer(model_path: Path, card: dict | None, batch_size: int, precision: str):
+    """(scorer, model version) of a ``.keras`` file: the step that starts TensorFlow."""
+    from realbogus.deploy.card import model_version
+    from realbogus.deploy.inference import Scorer
+    from realbogus.models import load_model
+
+    network = load_model(model_path)
+    return Scorer(network, batch_size=batch_size, precision=precision), model_version(network, card)
+
+
+def _onnx_card(scorer, model_path: Path) -> dict | None:
+    """The model card stored in an ONNX model's metadata (read by ONNX Runtime)."""
+    text = scorer.metadata.get("model_card")
+    if not text:
+        return None
+    try:
+        return json.loads(text)
+    except ValueError as exc:
+        raise DataError(f"{model_path}: its model_card metadata is not valid JSON ({exc})") from None
+
+
 def predict_file(
     model: str | os.PathLike,
     input: str | os.PathLike,
@@ -198,11 +272,13 @@ def predict_file(
     split: str | None = None,
     block_rows: int | None = None,
     progress: bool = False,
+    orient: bool = True,
+    max_centre_offset: float = 3.0,
 ) -> dict:
     """Score every stamp of ``input`` with ``model`` and write ``output`` and its ``.meta.json``.
 
     Parameters are those of ``conf/predict.yaml``. Everything that can be checked before the
-    network is loaded is checked first (options, output path, model path, the input's format
+    network is loaded is checked first (options, output paths, model path, the input's format
     and its first block), so most mistakes fail within a second.
 
     Returns
@@ -215,11 +291,11 @@ def predict_file(
     ConfigError, DataError
         Invalid options; missing model; unreadable, truncated or malformed input (wrong stamp
         size or channel count, NaN/inf pixels under ``nan_policy=error``); existing output
-        without ``overwrite``. Nothing is written then.
+        without ``overwrite``, or an output that cannot be created. Nothing is written then.
     """
-    from realbogus.data.loaders import NAN_POLICIES, open_stamps
+    from realbogus.data.loaders import NAN_POLICIES
     from realbogus.deploy import thresholds as T
-    from realbogus.deploy.card import read_card
+    from realbogus.deploy.card import VERSION_FIELD, read_card
     from realbogus.deploy.inference import PRECISIONS
 
     t_start = time.perf_counter()
@@ -229,6 +305,10 @@ def predict_file(
         raise ConfigError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}")
     if nan_policy not in NAN_POLICIES:
         raise ConfigError(f"nan_policy={nan_policy!r} is not one of {', '.join(NAN_POLICIES)}")
+    if layout not in LAYOUTS:
+        raise ConfigError(f"layout={layout!r} is not one of {', '.join(LAYOUTS)}")
+    if not isinstance(orient, (bool, np.bool_)):
+        raise ConfigError(f"orient={orient!r} must be true or false")
     batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size={batch_size!r} must be a positive integer")
@@ -240,18 +320,26 @@ def predict_file(
         raise ConfigError(f"output={output}: unknown format {suffix!r}; use .csv, .h5 or .hdf5")
     meta_file = meta_path(output)
     for path in (output, meta_file):
-        if path.exists() and not overwrite:
-            raise DataError(f"{path}: already exists (pass overwrite=true to replace it)")
-        if path.is_dir():
-            raise DataError(f"{path}: is a directory")
-    keras_path, run_dir = resolve_model(model)
-    card = read_card(keras_path)
+        check_output_path(path, overwrite)
+    model_path, run_dir = resolve_model(model, onnx=True)
+    is_onnx = model_path.suffix == ".onnx"
+    if is_onnx and precision == "mixed_bfloat16":
+        raise ConfigError("precision=mixed_bfloat16 needs a Keras model; ONNX models score in float32")
+    scorer = version = None
+    if is_onnx:  # ONNX Runtime starts in a fraction of a second: load it now, it holds the card
+        from realbogus.deploy.inference import OnnxScorer
+
+        scorer = OnnxScorer(model_path, batch_size=batch_size)
+        card = _onnx_card(scorer, model_path)
+        version = scorer.metadata.get(VERSION_FIELD) or (card or {}).get(VERSION_FIELD)
+    else:
+        card = read_card(model_path)
     if card is None and run_dir is not None:
         card = read_card(run_dir)
     temperature = _temperature(run_dir, card)
-    point = _operating_point(request, detections, run_dir, keras_path, card)
+    point = _operating_point(request, detections, run_dir, model_path, card)
 
-    with open_stamps(input, layout=layout, split=split) as src:
+    with _open_input(input, layout, split, bool(orient), max_centre_offset) as src:
         if Path(input).resolve() == output.resolve():
             raise DataError(f"{output}: is the input file")
         blocks = src.iter_blocks(block_rows, nan_policy, max_masked_fraction)
@@ -259,12 +347,11 @@ def predict_file(
 
         from tqdm.auto import tqdm
 
-        from realbogus.deploy.inference import Scorer, prefetch
+        from realbogus.deploy.inference import prefetch
         from realbogus.evaluation.scoring import scores_from_logits
-        from realbogus.models import load_model
 
-        network = load_model(keras_path)
-        scorer = Scorer(network, batch_size=batch_size, precision=precision)
+        if scorer is None:
+            scorer, version = _keras_scorer(model_path, card, batch_size, precision)
         t_model = time.perf_counter()
         logits = np.empty((src.n, 2), np.float32)
         n_masked = np.zeros(src.n, np.int16) if nan_policy == "fill" else None
@@ -291,8 +378,13 @@ def predict_file(
             from scipy.special import expit
 
             calibrated = expit((logits[:, 1].astype(np.float64) - logits[:, 0]) / temperature)
+        off_centre = np.asarray(src.columns.get("off_centre", np.zeros(src.n)), bool)
+        scores[off_centre] = np.nan  # refused: the crop is not centred on the candidate
+        if calibrated is not None:
+            calibrated[off_centre] = np.nan
         candidate = None if point is None else scores >= point.threshold
         cols = _output_columns(src, scores, calibrated, candidate, n_masked)
+        cols["model_version"] = np.full(src.n, version or "", dtype=object)
         input_layout = src.layout
 
     from realbogus.deploy.card import versions
@@ -300,9 +392,11 @@ def predict_file(
 
     seconds = t_scored - t_model
     meta = {
-        "model": str(keras_path),
+        "model": str(model_path),
+        "model_format": "onnx" if is_onnx else "keras",
+        "model_version": version,
         "run_dir": None if run_dir is None else str(run_dir),
-        "model_name": (card or {}).get("model", {}).get("name") or network.name,
+        "model_name": (card or {}).get("model", {}).get("name") or model_path.stem,
         "model_card_created": (card or {}).get("created"),
         "input": str(input),
         "input_layout": input_layout,
@@ -310,8 +404,12 @@ def predict_file(
         "n": int(src.n),
         "columns": list(cols),
         "temperature": temperature,
+        "threshold": None if point is None else point.threshold,
+        "threshold_source": None if point is None else {"mode": point.mode, "requested": point.requested,
+                                                        "reference": point.reference},
         "operating_point": None if point is None else point.to_dict(),
         "n_candidates": None if candidate is None else int(candidate.sum()),
+        "n_off_centre": int(off_centre.sum()) if "off_centre" in src.columns else None,
         "precision": scorer.precision,
         "batch_size": batch_size,
         "nan_policy": nan_policy,
@@ -322,6 +420,13 @@ def predict_file(
         "cpu_count": os.cpu_count(),
         "versions": versions(),
     }
+    stored = (card or {}).get(VERSION_FIELD)
+    if not is_onnx and stored and stored != version:
+        meta["model_version_note"] = (f"the model card says {stored}: the weights or the card changed after the "
+                                      "card was written")
+    if "swapped" in src.columns:
+        meta["orientation"] = {"orient": bool(orient), "n_swapped": int(np.count_nonzero(src.columns["swapped"])),
+                               "rule": "isdiffpos false (template - science): science and template exchanged"}
     meta["total_seconds"] = round(time.perf_counter() - t_start, 3)
     meta = to_jsonable(meta)
 
@@ -341,11 +446,14 @@ def predict(cfg: DictConfig) -> dict:
     for key in ("model", "input", "output"):
         if OmegaConf.is_missing(cfg, key) or cfg[key] in (None, ""):
             raise ConfigError(
-                f"{key}= is required: python -m realbogus.predict model=RUN_OR_KERAS input=PATH output=FILE"
+                f"{key}= is required: python -m realbogus.predict model=RUN_KERAS_OR_ONNX input=PATH output=FILE "
+                "(--help lists every key)"
             )
     if cfg.progress not in ("auto", "bar", "none"):
         raise ConfigError(f"progress={cfg.progress!r} is not one of auto, bar, none")
     progress = cfg.progress == "bar" or (cfg.progress == "auto" and sys.stderr.isatty())
+    if not isinstance(cfg.orient, bool):
+        raise ConfigError(f"orient={cfg.orient!r} must be true or false")
 
     def number(key):
         value = cfg[key]
@@ -363,8 +471,12 @@ def predict(cfg: DictConfig) -> dict:
         bogus_per_night=number("bogus_per_night"), detections_per_night=number("detections_per_night"),
         overwrite=bool(cfg.overwrite), batch_size=cfg.batch_size, precision=cfg.precision, nan_policy=cfg.nan_policy,
         max_masked_fraction=cfg.max_masked_fraction, layout=cfg.layout, split=cfg.split, progress=progress,
+        orient=cfg.orient, max_centre_offset=number("max_centre_offset"),
     )
-    line = f"scored {meta['n']:,} stamps ({meta['stamps_per_second']:,.0f}/s, {meta['precision']}) -> {meta['output']}"
+    line = (f"scored {meta['n']:,} stamps ({meta['stamps_per_second']:,.0f}/s, {meta['precision']}, model "
+            f"{meta['model_version']}) -> {meta['output']}")
+    if meta["n_off_centre"]:
+        line += f"; {meta['n_off_centre']:,} off-centre alert(s) left unscored"
     point = meta["operating_point"]
     if point is not None:
         line += f"; threshold {point['threshold']:.6g}: {meta['n_candidates']:,} candidates"

@@ -393,6 +393,8 @@ def bad_cases(tmp: Path, run_dir: Path, x: np.ndarray) -> dict[str, tuple[list[s
         "truncated file": ([model, f"input={tmp / 'cut.npy'}"], "truncated"),
         "missing input": ([model, f"input={tmp / 'nothing.npy'}"], "no such file"),
         "output exists": ([model, good, f"output={tmp / 'exists.csv'}"], "already exists"),
+        "output folder is a file": ([model, good, f"output={tmp / 'exists.csv' / 'sub' / 'scores.csv'}"],
+                                    "is a file, not a folder"),
         "missing model": ([f"model={tmp / 'no_run'}", good], "no such run folder"),
         "not a model": ([f"model={tmp / 'junk.npz'}", good], "not a .keras file"),
         "two operating points": ([model, good, "threshold=0.5", "target_tpr=0.9"], "at most one"),
@@ -449,3 +451,66 @@ def test_error_after_scoring_started_leaves_no_output(tmp_path, run_dir, stamps)
     with pytest.raises(DataError, match="already exists"):
         predict(run_dir, tmp_path / "late_nan.npy", out, nan_policy="fill")
     predict(run_dir, tmp_path / "late_nan.npy", out, nan_policy="fill", overwrite=True)
+
+
+# ----------------------------------------------------------------------------- labels, versions, help
+def test_hdf5_without_labels_is_scored(tmp_path, run_dir, network, stamps):
+    import h5py
+
+    from realbogus.data.format import write_dataset
+
+    x, y = stamps
+    path = write_dataset(tmp_path / "unlabelled.h5", x, {"label": y, "sensor_id": np.zeros(len(x), int),
+                                                         "kind": np.zeros(len(x), int), "mag": np.zeros(len(x)),
+                                                         "candid": np.arange(len(x)) + 40})
+    with h5py.File(path, "a") as f:
+        for name in ("label", "sensor_id", "kind", "mag"):
+            del f[name]
+    out = tmp_path / "scores.csv"
+    predict(run_dir, path, out)
+    cols = read_csv(out)
+    assert "label" not in cols and cols["candid"][0] == "40"
+    np.testing.assert_allclose([float(v) for v in cols["score"]], reference_scores(network, x), rtol=1e-5)
+
+
+def test_output_folder_that_is_a_file_fails_before_any_work(tmp_path, run_dir, monkeypatch):
+    import realbogus.predict as P
+
+    (tmp_path / "taken").write_text("a file")
+    monkeypatch.setattr(P, "_open_input", lambda *a, **k: pytest.fail("the input was opened"))
+    with pytest.raises(DataError, match="is a file, not a folder"):
+        predict(run_dir, tmp_path / "missing.npy", tmp_path / "taken" / "scores.csv")
+    assert (tmp_path / "taken").read_text() == "a file"
+
+
+def test_model_version_on_every_score_and_in_card(tmp_path, run_dir, network, stamps):
+    from realbogus.deploy.card import model_version, read_card
+
+    x, _ = stamps
+    np.save(tmp_path / "x.npy", x[:6])
+    card = read_card(run_dir)
+    version = card["model_version"]
+    assert version == model_version(network, card)  # the reloaded network hashes as the trained one did
+    meta = predict(run_dir, tmp_path / "x.npy", tmp_path / "s.csv", threshold=0.5)
+    assert read_csv(tmp_path / "s.csv")["model_version"] == [version] * 6
+    assert meta["model_version"] == version and "model_version_note" not in meta
+    assert meta["threshold"] == 0.5 and meta["threshold_source"]["mode"] == "threshold"
+    assert meta["threshold_source"]["reference"].endswith("predictions.csv (test split)")
+    saved = json.loads((tmp_path / "s.csv.meta.json").read_text())
+    assert saved["model_version"] == version and saved["threshold"] == 0.5
+
+
+def test_help_describes_the_command_and_every_key(tmp_path):
+    from omegaconf import OmegaConf
+
+    done = subprocess.run([sys.executable, "-m", "realbogus.predict", "--help"], capture_output=True, text=True,
+                          env=ENV, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    text = done.stdout
+    assert "score candidates with a trained real/bogus model" in text
+    examples = [line for line in text.splitlines() if line.strip().startswith("python -m realbogus.predict")]
+    assert len(examples) == 3
+    keys = [k for k in OmegaConf.load(REPO / "conf" / "predict.yaml") if k not in ("defaults", "hydra")]
+    described = {line.split()[0] for line in text.splitlines() if line.startswith("  ") and line.split()}
+    assert set(keys) <= described, set(keys) - described
+    assert list(tmp_path.iterdir()) == []

@@ -283,10 +283,11 @@ class H5Dataset:
     ``images`` are read by row selection or in contiguous blocks.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, required: Sequence[str] | None = None):
         import h5py
 
         self.path = Path(path)
+        self._required = tuple(CORE_FIELDS) if required is None else tuple(required)
         if not self.path.exists():
             raise DataError(f"{self.path}: no such file")
         if self.path.is_dir():
@@ -310,7 +311,7 @@ class H5Dataset:
         if len(shape) != 4 or tuple(shape[1:]) != STAMP_SHAPE:
             raise DataError(f"{self.path}: 'images' has shape {shape}, expected (N, 29, 29, 3)")
         self.n = int(shape[0])
-        for name in CORE_FIELDS:
+        for name in self._required:
             if name not in f:
                 raise DataError(f"{self.path}: missing dataset {name!r}")
         for name, ds in f.items():
@@ -401,15 +402,18 @@ class H5Dataset:
         self.close()
 
 
-def open_dataset(path: str | os.PathLike) -> H5Dataset:
+def open_dataset(path: str | os.PathLike, required: Sequence[str] | None = None) -> H5Dataset:
     """Open and validate a realbogus HDF5 file.
+
+    ``required`` names the per-sample datasets that must be present (default: the core fields
+    ``label``, ``sensor_id``, ``kind``, ``mag``; scoring needs none of them, only ``images``).
 
     Raises
     ------
     DataError
         If the file is missing, not HDF5, truncated, or lacks the required datasets.
     """
-    return H5Dataset(path)
+    return H5Dataset(path, required)
 
 
 def read_dataset(path: str | os.PathLike, fields: Sequence[str] | None = None, with_images: bool = True) -> dict:

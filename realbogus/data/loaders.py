@@ -88,6 +88,7 @@ __all__ = [
     "load_stamps",
     "apply_nan_policy",
     "with_core_columns",
+    "read_fits_image",
 ]
 
 LAYOUTS = ("auto", "zenodo", "npy", "fits", "hdf5")
@@ -594,7 +595,8 @@ class H5Source(StampSource):
     layout = "hdf5"
 
     def __init__(self, path: Path, split: str = ""):
-        self._ds = open_dataset(path)
+        # scoring needs only the stamps; a conversion gives missing core columns their "unknown" values
+        self._ds = open_dataset(path, required=())
         try:
             if len(self._ds) == 0:
                 raise DataError(f"{path}: holds no stamps")
@@ -807,26 +809,55 @@ def _fits_stem(path: Path) -> str | None:
     return None
 
 
-def _read_fits_planes(path: Path, want_triplet: bool) -> list[np.ndarray]:
-    """Return the 29x29 planes of a FITS file: three (new, ref, diff) or one (a channel file)."""
+def _fits_image_planes(source, label) -> list[tuple[str, np.ndarray]]:
+    """``(EXTNAME in lower case, float32 data)`` of every image HDU holding data.
+
+    ``source`` is a path or a binary file object (gzip-compressed or plain FITS); ``label``
+    names it in error messages.
+    """
     from astropy.io import fits
 
     try:
         with warnings.catch_warnings(record=True) as caught:
             warnings.simplefilter("always")
-            with fits.open(path, memmap=False) as hdul:
+            with fits.open(source, memmap=False) as hdul:
                 hdus = [h for h in hdul if isinstance(h, (fits.PrimaryHDU, fits.ImageHDU, fits.CompImageHDU))]
                 planes = [(h.name.strip().lower(), np.asarray(h.data, dtype=np.float32))
                           for h in hdus if h.data is not None]
         for w in caught:
             if "truncat" in str(w.message).lower():
-                raise DataError(f"{path}: truncated FITS file ({_short(w.message)})")
+                raise DataError(f"{label}: truncated FITS file ({_short(w.message)})")
     except DataError:
         raise
     except Exception as exc:  # astropy raises many types (OSError, ValueError, TypeError, ...)
-        raise DataError(f"{path}: not a readable FITS file, corrupt or truncated ({_short(exc)})") from None
+        raise DataError(f"{label}: not a readable FITS file, corrupt or truncated ({_short(exc)})") from None
     if not planes:
-        raise DataError(f"{path}: no image data")
+        raise DataError(f"{label}: no image data")
+    return planes
+
+
+def read_fits_image(source, label) -> np.ndarray:
+    """The first image of a FITS file or file object as a float32 array of any shape.
+
+    Parameters
+    ----------
+    source
+        A path, or a binary file object such as ``io.BytesIO(stamp_bytes)``; gzip-compressed
+        FITS is read as well.
+    label
+        How error messages name the source.
+
+    Raises
+    ------
+    DataError
+        Not FITS, corrupt or truncated, or no image data.
+    """
+    return _fits_image_planes(source, label)[0][1]
+
+
+def _read_fits_planes(path: Path, want_triplet: bool) -> list[np.ndarray]:
+    """Return the 29x29 planes of a FITS file: three (new, ref, diff) or one (a channel file)."""
+    planes = _fits_image_planes(path, path)
     if not want_triplet:
         name, data = planes[0]
         if data.shape != STAMP_SHAPE[:2]:

@@ -17,13 +17,25 @@ Fields (format ``realbogus-model-card/1``)
 ``thresholds``    score thresholds at TPR 0.9, 0.95 and 0.99 on the test split with their FPR
 ``roc``           the test ROC curve (thresholds included), for operating points chosen later
 ``calibration``   the fitted temperature and Brier scores before and after (or null)
+``exports``       input and output names and layout of the SavedModel and ONNX exports
 ``versions``      realbogus, TensorFlow, Keras, NumPy, Python
 ``created``       UTC time the card was written
+``model_version`` short content hash of the weights and of the rest of the card
+                  (:func:`model_version`), written on every score ``predict`` gives
+
+Model version
+-------------
+Twelve hexadecimal digits of the SHA-256 of every weight array of the network (dtype, shape
+and bytes, in the network's weight order) followed by the card without its own
+``model_version`` field, as canonical JSON (sorted keys). Reloading the model, copying the
+``.keras`` file or exporting it gives the same version; retraining, changing a weight, or
+re-finalising the run (new calibration, new ``created`` time) gives another.
 """
 
 from __future__ import annotations
 
 import datetime as _dt
+import hashlib
 import json
 import os
 import platform
@@ -41,6 +53,9 @@ __all__ = [
     "CARD_NAME",
     "MODEL_FILE",
     "versions",
+    "VERSION_FIELD",
+    "EXPORTS",
+    "model_version",
     "build_card",
     "embed_card",
     "read_card",
@@ -51,6 +66,28 @@ CARD_FORMAT = "realbogus-model-card/1"
 #: Name of the card both beside the model and as a member of the ``.keras`` archive.
 CARD_NAME = "model_card.json"
 MODEL_FILE = "model.keras"
+#: Card field holding :func:`model_version`.
+VERSION_FIELD = "model_version"
+#: What the exports take and give (the same for every model; ``calibrated_score`` only with a temperature).
+EXPORTS = {
+    "saved_model": {
+        "command": "python -m realbogus.deploy.export RUN OUT_DIR",
+        "signature": "serving_default",
+        "inputs": {"stamps": "float32 [batch, 29, 29, 3]: raw counts, channels last (new, ref, diff)"},
+        "outputs": {"logits": "float32 [batch, 2]: [bogus, real]",
+                    "score": "float64 [batch]: probability of real, sigmoid(logit_real - logit_bogus)",
+                    "calibrated_score": "float64 [batch]: sigmoid((logit_real - logit_bogus) / temperature)"},
+    },
+    "onnx": {
+        "command": "python -m realbogus.deploy.export RUN model.onnx",
+        "inputs": {"stamps": "float32 [batch, 29, 29, 3]: raw counts, channels last (NHWC: new, ref, diff); "
+                             "batch is a dynamic axis; the min-max normalisation is inside the graph"},
+        "outputs": {"logits": "float32 [batch, 2]: [bogus, real]",
+                    "score": "float64 [batch]: probability of real, sigmoid(logit_real - logit_bogus)",
+                    "calibrated_score": "float64 [batch]: sigmoid((logit_real - logit_bogus) / temperature)"},
+        "metadata_props": {"model_card": "this card as JSON", "model_version": "the model version"},
+    },
+}
 
 
 def versions() -> dict[str, str]:
@@ -64,6 +101,39 @@ def versions() -> dict[str, str]:
         except md.PackageNotFoundError:
             out[name] = None
     return out
+
+
+def _card_bytes(card: Mapping | None) -> bytes:
+    if card is None:
+        return b"null"
+    rest = {k: v for k, v in card.items() if k != VERSION_FIELD}
+    return json.dumps(to_jsonable(rest), sort_keys=True, separators=(",", ":")).encode()
+
+
+def model_version(network, card: Mapping | None) -> str:
+    """Short content hash of a network's weights and its model card (see the module docstring).
+
+    Parameters
+    ----------
+    network
+        The Keras network (a training wrapper is unwrapped).
+    card
+        Its model card (None: none), with or without a ``model_version`` field.
+
+    Returns
+    -------
+    str
+        Twelve hexadecimal digits.
+    """
+    from realbogus.models.base import unwrap
+
+    digest = hashlib.sha256()
+    for weight in unwrap(network).get_weights():
+        array = np.ascontiguousarray(weight)
+        digest.update(f"{array.dtype.str}{array.shape}".encode())
+        digest.update(array.tobytes())
+    digest.update(_card_bytes(card))
+    return digest.hexdigest()[:12]
 
 
 def _now() -> str:
@@ -193,6 +263,7 @@ def build_card(run_dir: str | os.PathLike, calibration: Mapping | None = None, n
         "thresholds": thresholds,
         "roc": roc,
         "calibration": calib,
+        "exports": EXPORTS,
         "versions": versions(),
     }
     return to_jsonable(card)

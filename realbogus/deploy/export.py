@@ -1,36 +1,88 @@
-"""Export a trained network as a TensorFlow SavedModel for serving.
+"""Export a trained network for serving: a TensorFlow SavedModel, or an ONNX model.
 
-    python -m realbogus.deploy.export MODEL OUT_DIR [--overwrite]
+    python -m realbogus.deploy.export MODEL OUT_DIR [--overwrite]          # SavedModel folder
+    python -m realbogus.deploy.export MODEL model.onnx [--overwrite] [--check STAMPS]
 
-``MODEL`` is a run folder or a ``.keras`` file. The SavedModel's default signature
-``serving_default`` takes ``stamps``, float32 (None, 29, 29, 3) raw counts (channels new, ref,
-diff), and returns
+``MODEL`` is a run folder or a ``.keras`` file; the output's suffix chooses the format. Both
+take ``stamps``, float32 (batch, 29, 29, 3) raw counts, channels last (new, ref, diff), with the
+per-stamp normalisation inside the model, and give
 
-- ``logits``: float32 (None, 2), [bogus, real];
-- ``score``: float64 (None,), ``softmax(logits)[:, 1]``, the probability of real (the float64
+- ``logits``: float32 (batch, 2), [bogus, real];
+- ``score``: float64 (batch,), ``softmax(logits)[:, 1]``, the probability of real (the float64
   value the package writes; float32 would round every margin above about 17 to 1.0);
-- ``calibrated_score``: float64 (None,), ``sigmoid(margin / temperature)``, when the model's card
+- ``calibrated_score``: float64 (batch,), ``sigmoid(margin / temperature)``, when the model's card
   holds a temperature.
 
-The card, when there is one, is copied into the folder as ``model_card.json``. Loading needs
-TensorFlow only (``tf.saved_model.load(OUT_DIR).signatures["serving_default"]``), not this
-package nor Keras. The folder appears complete or not at all.
+SavedModel: the default signature ``serving_default``; the card, with the model version
+(:func:`realbogus.deploy.card.model_version`), is copied into the folder as ``model_card.json``.
+Loading needs TensorFlow only (``tf.saved_model.load(OUT_DIR).signatures["serving_default"]``),
+not this package nor Keras. The folder appears complete or not at all.
+
+ONNX: the network is converted by Keras' own exporter (``model.export(format="onnx")``, through
+tf2onnx; opset 15), with a dynamic batch axis named ``batch``; the score outputs are appended
+as ONNX nodes in float64. The card (with the model version and an ``onnx_export`` section: opset,
+check set, measured differences) is stored in the model's ``metadata_props`` as ``model_card``,
+the version as ``model_version``. Before anything is written the ONNX model is run by ONNX Runtime
+on a check set - :func:`check_stamps` (256 synthetic count-like stamps spanning sky levels from 1
+to 10^4 ADU, faint to saturated sources, flat channels and negative counts), or the first 1,024
+stamps of ``--check`` - and compared with the Keras network: if any score differs by more than
+:data:`SCORE_TOLERANCE` or any logit by more than :data:`LOGIT_TOLERANCE` x max(1, |logit|), the
+export stops with one line and leaves nothing on disk. ``python -m realbogus.predict
+model=model.onnx`` scores with ONNX Runtime alone.
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import os
 import shutil
 import sys
 import tempfile
+import warnings
 from pathlib import Path
+
+import numpy as np
 
 from realbogus.errors import DataError, report_errors
 
-__all__ = ["export_saved_model", "main"]
+__all__ = ["SCORE_TOLERANCE", "LOGIT_TOLERANCE", "ONNX_OPSET", "check_stamps", "export_saved_model", "export_onnx",
+           "main"]
 
 SIGNATURE = "serving_default"
+#: Largest accepted difference between ONNX Runtime's and Keras' probability of real.
+SCORE_TOLERANCE = 1e-4
+#: Largest accepted difference of a logit, relative to max(1, |logit|).
+LOGIT_TOLERANCE = 1e-4
+ONNX_OPSET = 15
+_CHECK_ROWS = 1024
+
+
+def _network_and_card(model, card: dict | None):
+    """(network, card) of a network, ``.keras`` file or run folder; the card gains its model version."""
+    from realbogus.deploy.card import VERSION_FIELD, model_version, read_card
+    from realbogus.models import load_model
+
+    if isinstance(model, (str, os.PathLike)):
+        path = Path(model)
+        if not path.exists():
+            raise DataError(f"{path}: no such run folder or model file")
+        keras_path = path / "model.keras" if path.is_dir() else path
+        if card is None:
+            card = read_card(path)
+        model = load_model(keras_path)
+    card = dict(card or {})
+    card[VERSION_FIELD] = model_version(model, card or None)
+    return model, card
+
+
+def _temperature(card: dict) -> float | None:
+    return float(card["calibration"]["temperature"]) if card.get("calibration") else None
+
+
+def _check_free(out: Path, overwrite: bool) -> None:
+    if out.exists() and not overwrite:
+        raise DataError(f"{out}: already exists (pass --overwrite to replace it)")
 
 
 def export_saved_model(model, out_dir: str | os.PathLike, card: dict | None = None, overwrite: bool = False) -> Path:
@@ -55,22 +107,13 @@ def export_saved_model(model, out_dir: str | os.PathLike, card: dict | None = No
     import keras
     import tensorflow as tf
 
-    from realbogus.deploy.card import CARD_NAME, read_card
+    from realbogus.deploy.card import CARD_NAME
     from realbogus.io import save_json
-    from realbogus.models import load_model
 
     out_dir = Path(out_dir)
-    if out_dir.exists() and not overwrite:
-        raise DataError(f"{out_dir}: already exists (pass overwrite to replace it)")
-    if isinstance(model, (str, os.PathLike)):
-        path = Path(model)
-        keras_path = path / "model.keras" if path.is_dir() else path
-        if card is None:
-            card = read_card(path) if path.exists() else None
-        model = load_model(keras_path)
-    temperature = None
-    if card and card.get("calibration"):
-        temperature = float(card["calibration"]["temperature"])
+    _check_free(out_dir, overwrite)
+    model, card = _network_and_card(model, card)
+    temperature = _temperature(card)
 
     spec = tf.TensorSpec((None, 29, 29, 3), tf.float32, name="stamps")
 
@@ -89,8 +132,7 @@ def export_saved_model(model, out_dir: str | os.PathLike, card: dict | None = No
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", suffix=".tmp", dir=out_dir.parent))
     try:
         archive.write_out(str(tmp), verbose=False)
-        if card:
-            save_json(tmp / CARD_NAME, card)
+        save_json(tmp / CARD_NAME, card)
         os.chmod(tmp, 0o755)
         if out_dir.exists():
             shutil.rmtree(out_dir)
@@ -101,20 +143,179 @@ def export_saved_model(model, out_dir: str | os.PathLike, card: dict | None = No
     return out_dir
 
 
+# ----------------------------------------------------------------------------- ONNX
+def check_stamps(n: int = 256, seed: int = 0) -> np.ndarray:
+    """Synthetic float32 (n, 29, 29, 3) stamps covering what the normalisation and the network see.
+
+    Sky levels log-uniform from 1 to 10^4 ADU with Poisson-like noise, point sources from
+    invisible to a hundred times the sky in the new and the difference channels, a few hot
+    pixels, every eighth stamp with a flat channel and every eighth with negative counts.
+    """
+    rng = np.random.default_rng(seed)
+    sky = 10.0 ** rng.uniform(0, 4, (n, 1, 1, 3))
+    x = sky + rng.normal(0, 1, (n, 29, 29, 3)) * np.sqrt(sky + 4.0)
+    yy, xx = np.mgrid[:29, :29]
+    for i in range(n):
+        cy, cx = 14 + rng.normal(0, 1, 2)
+        blob = np.exp(-((yy - cy) ** 2 + (xx - cx) ** 2) / (2 * rng.uniform(0.8, 2.5) ** 2))
+        flux = sky[i, 0, 0, 0] * 10.0 ** rng.uniform(-2, 2)
+        x[i, ..., 0] += flux * blob
+        x[i, ..., 2] = x[i, ..., 0] - x[i, ..., 1] + rng.normal(0, 1, (29, 29))
+        x[i, rng.integers(0, 29), rng.integers(0, 29), rng.integers(0, 3)] += 50 * sky[i, 0, 0, 0]
+    x[::8, ..., 1] = 500.0
+    x[4::8] -= 2 * sky[4::8]
+    return x.astype(np.float32)
+
+
+def _append_scores(proto, temperature: float | None):
+    """Name the graph's input/output axes and tensors, and append float64 score outputs."""
+    from onnx import TensorProto, helper, numpy_helper
+
+    graph = proto.graph
+    (logits_out,) = graph.output
+    old = logits_out.name
+    for node in graph.node:
+        node.output[:] = ["logits" if o == old else o for o in node.output]
+        node.input[:] = ["logits" if o == old else o for o in node.input]
+    logits_out.name = "logits"
+    for value in (*graph.input, *graph.output):
+        value.type.tensor_type.shape.dim[0].dim_param = "batch"
+    graph.initializer.extend([numpy_helper.from_array(np.array([[-1.0], [1.0]]), "rb_margin_weights"),
+                              numpy_helper.from_array(np.array([-1], np.int64), "rb_flat_shape")])
+    graph.node.extend([
+        helper.make_node("Cast", ["logits"], ["rb_logits64"], to=TensorProto.DOUBLE),
+        helper.make_node("MatMul", ["rb_logits64", "rb_margin_weights"], ["rb_margin2d"]),
+        helper.make_node("Reshape", ["rb_margin2d", "rb_flat_shape"], ["rb_margin"]),
+        helper.make_node("Sigmoid", ["rb_margin"], ["score"]),
+    ])
+    graph.output.append(helper.make_tensor_value_info("score", TensorProto.DOUBLE, ["batch"]))
+    if temperature is not None:
+        graph.initializer.append(numpy_helper.from_array(np.array(temperature, np.float64), "rb_temperature"))
+        graph.node.extend([helper.make_node("Div", ["rb_margin", "rb_temperature"], ["rb_scaled"]),
+                           helper.make_node("Sigmoid", ["rb_scaled"], ["calibrated_score"])])
+        graph.output.append(helper.make_tensor_value_info("calibrated_score", TensorProto.DOUBLE, ["batch"]))
+    return proto
+
+
+def _parity(proto, network, stamps: np.ndarray, temperature: float | None) -> dict:
+    """Largest differences between ONNX Runtime and Keras on ``stamps``."""
+    import onnxruntime as ort
+    from scipy.special import expit
+
+    session = ort.InferenceSession(proto.SerializeToString(), providers=["CPUExecutionProvider"])
+    got = dict(zip([o.name for o in session.get_outputs()], session.run(None, {"stamps": stamps})))
+    want = np.asarray(network.predict(stamps, batch_size=256, verbose=0), np.float32)
+    margin = want[:, 1].astype(np.float64) - want[:, 0]
+    scale = np.maximum(1.0, np.abs(want))
+    report = {
+        "n_stamps": int(len(stamps)),
+        "max_score_difference": float(np.max(np.abs(got["score"] - expit(margin)))),
+        "max_relative_logit_difference": float(np.max(np.abs(got["logits"] - want) / scale)),
+        "score_tolerance": SCORE_TOLERANCE,
+        "logit_tolerance": LOGIT_TOLERANCE,
+    }
+    if temperature is not None:
+        report["max_calibrated_score_difference"] = float(np.max(np.abs(got["calibrated_score"]
+                                                                        - expit(margin / temperature))))
+    return report
+
+
+def _check_set(check: str | os.PathLike | None) -> tuple[np.ndarray, str]:
+    if check is None:
+        return check_stamps(), "check_stamps(256, seed=0): synthetic"
+    from realbogus.data.loaders import open_stamps
+
+    with open_stamps(check) as src:
+        stamps, _ = next(src.iter_blocks(_CHECK_ROWS, "fill"))
+    return stamps, f"{check}: first {len(stamps)} stamps (masked pixels filled)"
+
+
+def export_onnx(model, out_path: str | os.PathLike, card: dict | None = None, overwrite: bool = False,
+                check: str | os.PathLike | None = None) -> dict:
+    """Write ``model`` (a network, a ``.keras`` file or a run folder) as an ONNX model.
+
+    Parameters
+    ----------
+    model
+        Network mapping stamps to logits, or the path of a ``.keras`` file or run folder.
+    out_path
+        The ``.onnx`` file to write.
+    card
+        Model card to store (default: the card of ``model`` when it is a path).
+    overwrite
+        Replace an existing file.
+    check
+        Stamps to compare ONNX Runtime with Keras on (any input of ``realbogus.predict`` but
+        alerts; default :func:`check_stamps`).
+
+    Returns
+    -------
+    dict
+        The ``onnx_export`` section of the stored card: opset, check set and the differences.
+
+    Raises
+    ------
+    DataError
+        The output exists, the model is missing, or the ONNX model's scores differ from the
+        Keras network's beyond the tolerances (then nothing is written).
+    """
+    import onnx
+    from onnx import helper
+
+    from realbogus.deploy.card import VERSION_FIELD, _now
+    from realbogus.io import atomic_path
+
+    out_path = Path(out_path)
+    _check_free(out_path, overwrite)
+    stamps, check_name = _check_set(check)
+    network, card = _network_and_card(model, card)
+    network(stamps[:1])  # Keras exports only a network that has been called
+    with tempfile.TemporaryDirectory(prefix=".onnx-export.") as tmp, warnings.catch_warnings():
+        warnings.simplefilter("ignore", FutureWarning)  # Keras' numpy-2 patch of tf2onnx probes np.object
+        network.export(os.path.join(tmp, "network.onnx"), format="onnx", verbose=False, opset_version=ONNX_OPSET)
+        proto = onnx.load(os.path.join(tmp, "network.onnx"))
+    temperature = _temperature(card)
+    proto = _append_scores(proto, temperature)
+    onnx.checker.check_model(proto)
+    report = {"created": _now(), "opset": ONNX_OPSET, "check_set": check_name,
+              **_parity(proto, network, stamps, temperature)}
+    worst_logit = report["max_relative_logit_difference"]
+    worst_score = max(report["max_score_difference"], report.get("max_calibrated_score_difference", 0.0))
+    if not (worst_score <= SCORE_TOLERANCE and worst_logit <= LOGIT_TOLERANCE):
+        raise DataError(f"{out_path}: not written, ONNX scores differ from Keras by up to {worst_score:.3g} "
+                        f"(tolerance {SCORE_TOLERANCE:g}) and logits by {worst_logit:.3g} relative "
+                        f"(tolerance {LOGIT_TOLERANCE:g}) on {check_name}")
+    card["onnx_export"] = report
+    proto.doc_string = "realbogus real/bogus classifier: stamps (batch, 29, 29, 3) raw counts -> logits, score"
+    helper.set_model_props(proto, {"model_card": json.dumps(card), VERSION_FIELD: card[VERSION_FIELD]})
+    with atomic_path(out_path) as tmp_path:
+        onnx.save(proto, str(tmp_path))
+    return report
+
+
 @report_errors
 def _run(argv=None) -> Path:
-    parser = argparse.ArgumentParser(prog="python -m realbogus.deploy.export",
-                                     description="Export a trained network as a TensorFlow SavedModel.")
+    parser = argparse.ArgumentParser(
+        prog="python -m realbogus.deploy.export",
+        description="Export a trained network as a TensorFlow SavedModel folder, or as an ONNX model when the "
+                    "output ends in .onnx (checked against the Keras scores before it is written).")
     parser.add_argument("model", help="run folder or .keras file")
-    parser.add_argument("out_dir", help="SavedModel folder to create")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing folder")
+    parser.add_argument("out", help="SavedModel folder to create, or a .onnx file")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
+    parser.add_argument("--check", default=None,
+                        help="ONNX: stamps to compare ONNX Runtime with Keras on (default: 256 synthetic stamps)")
     args = parser.parse_args(argv)
     model = Path(args.model)
+    out = Path(args.out)
     if not model.exists():
         raise DataError(f"{model}: no such run folder or model file")
-    if Path(args.out_dir).exists() and not args.overwrite:
-        raise DataError(f"{args.out_dir}: already exists (pass --overwrite to replace it)")
-    out = export_saved_model(model, args.out_dir, overwrite=args.overwrite)
+    _check_free(out, args.overwrite)
+    if out.suffix.lower() == ".onnx":
+        report = export_onnx(model, out, overwrite=args.overwrite, check=args.check)
+        print(f"wrote {out} (ONNX opset {report['opset']}; scores within {report['max_score_difference']:.2g} "
+              f"of Keras on {report['n_stamps']} check stamps)")
+        return out
+    out = export_saved_model(model, out, overwrite=args.overwrite)
     print(f"wrote {out}")
     return out
 

@@ -19,7 +19,8 @@ def finalize_run(run_dir: str | os.PathLike, network=None) -> dict:
     - ``calibration.json``: the temperature fitted on the validation predictions, with Brier
       score, NLL and ECE before and after on the validation and the test predictions;
     - ``reliability.png``: the reliability diagram of the test predictions, before and after;
-    - ``model_card.json``, and the same card inside ``model.keras``.
+    - ``model_card.json``, and the same card inside ``model.keras``, with the model version
+      (:func:`realbogus.deploy.card.model_version`) of the weights and the card.
 
     Parameters
     ----------
@@ -34,7 +35,7 @@ def finalize_run(run_dir: str | os.PathLike, network=None) -> dict:
         The model card.
     """
     from realbogus.deploy.calibration import calibrate_predictions, save_reliability
-    from realbogus.deploy.card import MODEL_FILE, build_card, write_card
+    from realbogus.deploy.card import MODEL_FILE, VERSION_FIELD, build_card, model_version, write_card
     from realbogus.evaluation.report import read_predictions
     from realbogus.io import save_json
 
@@ -56,5 +57,6 @@ def finalize_run(run_dir: str | os.PathLike, network=None) -> dict:
 
         network = load_model(run_dir / MODEL_FILE)
     card = build_card(run_dir, calibration, n_parameters=int(network.count_params()), predictions=test)
+    card[VERSION_FIELD] = model_version(network, card)
     write_card(run_dir, card)
     return card

@@ -39,6 +39,7 @@ __all__ = [
     "resolve_precision",
     "reduced_precision_copy",
     "Scorer",
+    "OnnxScorer",
     "prefetch",
 ]
 
@@ -184,6 +185,62 @@ class Scorer:
         from realbogus.evaluation.scoring import scores_from_logits
 
         return scores_from_logits(self.logits(stamps))
+
+
+class OnnxScorer:
+    """Logits of stamp blocks through an exported ONNX model, run by ONNX Runtime.
+
+    Needs ``onnxruntime`` only: neither TensorFlow nor Keras is imported. The model must take
+    ``stamps`` (float32 [batch, 29, 29, 3], raw counts) and give ``logits`` (float32 [batch, 2]),
+    as :func:`realbogus.deploy.export.export_onnx` writes it.
+
+    Parameters
+    ----------
+    path
+        The ``.onnx`` file.
+    batch_size
+        Stamps per call of the session (the batch axis is dynamic, so no padding is needed).
+
+    Attributes
+    ----------
+    metadata : dict of str
+        The model's ``metadata_props`` (``model_card`` JSON, ``model_version``).
+    precision : str
+        Always ``float32``.
+    """
+
+    precision = "float32"
+
+    def __init__(self, path, batch_size: int = 512):
+        import onnxruntime as ort
+
+        from realbogus.errors import DataError
+
+        self.batch_size = int(batch_size)
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size!r} must be a positive integer")
+        options = ort.SessionOptions()
+        options.log_severity_level = 3  # warnings about unused initialisers are not the user's concern
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # ONNX Runtime raises its own exception types for unreadable models
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(f"{path}: not a loadable ONNX model ({message})") from None
+        inputs = [i.name for i in self.session.get_inputs()]
+        outputs = [o.name for o in self.session.get_outputs()]
+        if inputs != ["stamps"] or "logits" not in outputs:
+            raise DataError(f"{path}: expected input 'stamps' and output 'logits', found inputs {inputs}, "
+                            f"outputs {outputs} (export with python -m realbogus.deploy.export)")
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+
+    def logits(self, stamps: np.ndarray) -> np.ndarray:
+        """float32 (n, 2) logits of float32 (n, 29, 29, 3) stamps."""
+        stamps = np.ascontiguousarray(stamps, dtype=np.float32)
+        out = np.empty((stamps.shape[0], 2), np.float32)
+        for start in range(0, stamps.shape[0], self.batch_size):
+            part = stamps[start:start + self.batch_size]
+            out[start:start + part.shape[0]] = self.session.run(["logits"], {"stamps": part})[0]
+        return out
 
 
 _DONE = object()

@@ -1,0 +1,148 @@
+"""ONNX export (parity-checked), scoring with ONNX Runtime alone, and the model version."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from realbogus.errors import DataError
+
+ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
+TEMPERATURE = 1.7
+
+
+@pytest.fixture(scope="module")
+def model_path(tmp_path_factory) -> Path:
+    """A small complex network (FRN, squeeze-excitation, strided residual block) with a card."""
+    import keras
+
+    from realbogus.deploy.card import embed_card
+    from realbogus.models import build_model
+
+    keras.utils.set_random_seed(2)
+    network = build_model({"name": "complex", "feature_filters": 8, "feature_layers": 1,
+                           "stages": [{"conv": 8, "blocks": [[8, 1], [16, 2]]}]})
+    # non-trivial FRN and gate parameters, so the export is checked away from their initial values
+    network.set_weights([w + np.random.default_rng(i).normal(0, 0.1, w.shape).astype(w.dtype)
+                         for i, w in enumerate(network.get_weights())])
+    path = tmp_path_factory.mktemp("model") / "small.keras"
+    network.save(path)
+    embed_card(path, {"card_format": "realbogus-model-card/1", "model": {"name": "complex"},
+                      "calibration": {"temperature": TEMPERATURE}})
+    return path
+
+
+@pytest.fixture(scope="module")
+def network(model_path):
+    from realbogus.models import load_model
+
+    return load_model(model_path)
+
+
+@pytest.fixture(scope="module")
+def onnx_path(tmp_path_factory, model_path) -> Path:
+    out = tmp_path_factory.mktemp("onnx") / "model.onnx"
+    done = subprocess.run([sys.executable, "-m", "realbogus.deploy.export", str(model_path), str(out)],
+                          capture_output=True, text=True, env=ENV)
+    assert done.returncode == 0, done.stderr
+    assert "wrote" in done.stdout and out.is_file()
+    return out
+
+
+def stamps(n: int, seed: int) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    return rng.normal(300, 20, (n, 29, 29, 3)).astype(np.float32) * rng.uniform(0.5, 50, (n, 1, 1, 3)).astype(
+        np.float32)
+
+
+def test_onnx_model_layout_metadata_and_scores(onnx_path, network, model_path):
+    import onnxruntime as ort
+    from scipy.special import expit
+
+    from realbogus.deploy.card import model_version, read_card
+
+    session = ort.InferenceSession(str(onnx_path), providers=["CPUExecutionProvider"])
+    (inp,) = session.get_inputs()
+    assert inp.name == "stamps" and inp.shape == ["batch", 29, 29, 3] and inp.type == "tensor(float)"
+    outputs = {o.name: (o.shape, o.type) for o in session.get_outputs()}
+    assert outputs == {"logits": (["batch", 2], "tensor(float)"), "score": (["batch"], "tensor(double)"),
+                       "calibrated_score": (["batch"], "tensor(double)")}
+    for n in (1, 7):  # the batch axis is dynamic
+        x = stamps(n, seed=n)
+        logits, score, calibrated = session.run(["logits", "score", "calibrated_score"], {"stamps": x})
+        want = network.predict(x, verbose=0)
+        np.testing.assert_allclose(logits, want, rtol=1e-4, atol=1e-4)
+        margin = want[:, 1].astype(np.float64) - want[:, 0]
+        np.testing.assert_allclose(score, expit(margin), atol=1e-5)
+        np.testing.assert_allclose(calibrated, expit(margin / TEMPERATURE), atol=1e-5)
+    meta = session.get_modelmeta().custom_metadata_map
+    card = json.loads(meta["model_card"])
+    version = model_version(network, read_card(model_path))
+    assert meta["model_version"] == card["model_version"] == version
+    report = card["onnx_export"]
+    assert report["n_stamps"] == 256 and report["max_score_difference"] <= report["score_tolerance"]
+    assert card["calibration"]["temperature"] == TEMPERATURE
+
+
+def test_onnx_export_refused_when_scores_differ(tmp_path, model_path, monkeypatch):
+    import realbogus.deploy.export as E
+
+    monkeypatch.setattr(E, "SCORE_TOLERANCE", -1.0)  # no difference, not even 0, is accepted
+    out = tmp_path / "out" / "model.onnx"
+    out.parent.mkdir()
+    with pytest.raises(DataError, match="not written, ONNX scores differ") as info:
+        E.export_onnx(model_path, out)
+    assert "\n" not in str(info.value)
+    assert list(out.parent.iterdir()) == []  # nothing left on disk
+    (out.parent / "model.onnx").write_text("keep")
+    with pytest.raises(DataError, match="already exists"):
+        E.export_onnx(model_path, out)
+    assert out.read_text() == "keep"
+
+
+def test_predict_with_onnx_never_imports_tensorflow(tmp_path, onnx_path, network):
+    from realbogus.evaluation.scoring import scores_from_logits
+
+    x = stamps(20, seed=4)
+    np.savez(tmp_path / "cands.npz", images=x, candid=np.arange(20) + 500)
+    code = (
+        "import json, sys\n"
+        "from realbogus.predict import predict_file\n"
+        f"meta = predict_file({str(onnx_path)!r}, {str(tmp_path / 'cands.npz')!r}, {str(tmp_path / 's.csv')!r},"
+        " batch_size=8)\n"
+        "json.dump({'tf': 'tensorflow' in sys.modules, 'keras': 'keras' in sys.modules, 'meta': meta}, sys.stdout)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, cwd=tmp_path)
+    assert done.returncode == 0, done.stderr
+    result = json.loads(done.stdout)
+    assert result["tf"] is False and result["keras"] is False
+    meta = result["meta"]
+    assert meta["model_format"] == "onnx" and meta["precision"] == "float32"
+    data = np.genfromtxt(tmp_path / "s.csv", delimiter=",", names=True, dtype=None, encoding="utf-8")
+    np.testing.assert_allclose(data["score"], scores_from_logits(network.predict(x, verbose=0)), atol=1e-5)
+    assert set(data["model_version"]) == {meta["model_version"]} and data["candid"][0] == 500
+    assert data["calibrated_score"].shape == (20,)  # the temperature travels in the ONNX card
+
+
+def test_model_version_is_stable_across_reloads_and_tracks_content(model_path, network, tmp_path):
+    from realbogus.deploy.card import model_version, read_card
+    from realbogus.models import load_model
+
+    card = read_card(model_path)
+    version = model_version(network, card)
+    assert len(version) == 12 and int(version, 16) >= 0
+    assert model_version(load_model(model_path), read_card(model_path)) == version
+    assert model_version(network, {**card, "model_version": "ignored"}) == version  # its own field left out
+    assert model_version(network, {**card, "created": "another day"}) != version
+    changed = load_model(model_path)
+    weights = changed.get_weights()
+    weights[0] = weights[0].copy()
+    weights[0].flat[0] += 1e-3
+    changed.set_weights(weights)
+    assert model_version(changed, card) != version
