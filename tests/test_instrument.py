@@ -219,3 +219,47 @@ def test_genuine_variables_change_a_source_present_in_both_images(name):
     assert np.median(excess(ref)) > 0  # a star or nucleus in the reference
     assert np.median(excess(new) - excess(ref)) > 0 and np.median(out["snr"]) > 5
     assert (out["true_label"] == 1).all() and np.isfinite(out["mag"]).all()
+
+
+# ----------------------------------------------------------------- noise peaks from the noise model
+def _background_scene(cfg: dict, n: int, seed: int):
+    sensors = camera(cfg)
+    rng = np.random.default_rng(seed)
+    sid = rng.integers(0, sensors.n, n)
+    x, y = rng.uniform(100, sensors.shape[0] - 100, n), rng.uniform(100, sensors.shape[1] - 100, n)
+    cond = scenes.draw_conditions(rng, sid, x, y, sensors, cfg["conditions"], cfg["instrument"])
+    return scenes.Scene(cond), rng
+
+
+@pytest.mark.parametrize("preset", ["tomoe", "ztf"])
+def test_filter_noise_scale_matches_the_scatter_of_pure_background(preset):
+    """The predicted scatter of the detection statistic equals the one measured on noise stamps."""
+    scene, rng = _background_scene(resolve_config(instrument_preset(preset)), 3000, seed=5)
+    s = scene.filter_noise_scale(np.arange(3000))
+    _, snr = scene.finish(rng)
+    assert 1.0 < np.median(s) < 1.1  # the reference's smoothed noise adds a few per cent
+    assert abs((snr / s).std() - 1.0) < 0.04  # 3000 samples: 1.3% standard error
+    assert abs(np.mean(snr / s)) < 0.06
+
+
+def test_gaussian_noise_peaks_follow_the_gaussian_tail():
+    cfg = resolve_config({"bogus": {"noise_peak_snr": "gaussian", "noise_excess": [0.0, 3.0]}})
+    out = generate_kind("noise_peak", 2000, cfg=dict(cfg, background=QUIET), seed=4)
+    snr = out["snr"].astype(np.float64)
+    assert snr.min() > 4.99
+    # Above a threshold of 5, a Gaussian tail of scale s (1 to 1.1 here) puts 35-42% of the
+    # crossings beyond 5.2 and 7-10% beyond 5.5; the Pareto law of index 8 puts 73% and 47% there.
+    from scipy.stats import norm
+
+    for level in (5.2, 5.5):
+        lo = norm.sf(level) / norm.sf(5.0)
+        hi = norm.sf(level / 1.1) / norm.sf(5.0 / 1.1)
+        frac = (snr > level).mean()
+        err = 3 * np.sqrt(hi * (1 - hi) / snr.size)
+        assert lo - err < frac < hi + err, (level, frac, lo, hi)
+    # The excess: a given share has the heavy Pareto tail instead.
+    heavy = resolve_config({"bogus": {"noise_peak_snr": "gaussian", "noise_excess": [0.5, 1.0]}})
+    out = generate_kind("noise_peak", 2000, cfg=dict(heavy, background=QUIET), seed=4)
+    assert 0.3 < (out["snr"] > 7.0).mean() < 0.45  # half the peaks, (5/7)^1 of them beyond 7
+    with pytest.raises(ConfigError, match="noise_peak_snr"):
+        resolve_config({"bogus": {"noise_peak_snr": "poisson"}})

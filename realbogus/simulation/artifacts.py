@@ -40,7 +40,10 @@ Detector and environment (new image only; ``post`` marks read-out offsets withou
 - ``edge_masked``: a masked half-plane or block (sensor edge or masked region; zero in new and
   difference) with a bright rim next to the detection.
 - ``noise_peak``: pure background whose fluctuation reaches the threshold: the noise is
-  conditioned on the matched-filter S/N, so on average it has the PSF's shape.
+  conditioned on the matched-filter S/N, so on average it has the PSF's shape. Its S/N is a
+  Pareto law like the other kinds' (``bogus.noise_peak_snr: pareto``, the Tomo-e default for
+  now) or follows from the noise model: a Gaussian tail with an explicit non-Gaussian excess
+  (``gaussian``; :func:`noise_peak_snr`).
 
 Masked regions beside the candidate (``instrument.masked_fraction``, off for Tomo-e): a share
 of all stamps, real or bogus, gets a block of zeros in every channel 3-12 pixels from the
@@ -65,7 +68,7 @@ from realbogus.simulation.scenes import Scene, mag_to_flux, sersic
 from realbogus.simulation.sensors import SENSOR_SHAPE
 
 __all__ = ["RENDERERS", "PIXEL_CENTRED", "place", "add_clutter", "add_masked_regions", "detection_snr",
-           "star_residual_shape"]
+           "noise_peak_snr", "star_residual_shape"]
 
 _GRID = np.arange(_psf.STAMP, dtype=np.float32)
 #: Kinds whose detection is centred on a pixel (the defect), not at a sub-pixel position.
@@ -541,8 +544,35 @@ def _on_sensor_edge(x, y, shape=SENSOR_SHAPE) -> np.ndarray:
     return side
 
 
+def noise_peak_snr(scene: Scene, rows, rng: np.random.Generator, cfg: dict) -> np.ndarray:
+    """Detection S/N of noise peaks as the noise model gives it (``bogus.noise_peak_snr: gaussian``).
+
+    The detection statistic of pure background is Gaussian with a standard deviation ``s``
+    (:meth:`Scene.filter_noise_scale`, above 1 where the reference's smoothed noise adds up), so
+    the S/N of the fluctuations that cross the threshold ``nu0`` follows the Gaussian tail above
+    it: ``nu = s * x`` with ``x`` drawn from a standard normal truncated at ``nu0 / s``. Real
+    difference images have more threshold crossings than Gaussian noise gives (imperfect
+    subtraction, unflagged detector noise): a share ``bogus.noise_excess[0]`` of the peaks is that
+    excess, with a Pareto tail of index ``bogus.noise_excess[1]`` above the threshold.
+    """
+    from scipy.special import ndtr, ndtri
+
+    b = cfg["bogus"]
+    n = len(rows)
+    nu0 = float(b["detection_snr"])
+    share, index = (float(v) for v in b["noise_excess"])
+    s = scene.filter_noise_scale(rows)
+    tail = ndtr(-nu0 / s)  # chance that a background pixel's statistic crosses the threshold
+    x = -ndtri(rng.random(n) * tail)
+    excess = nu0 * rng.random(n) ** (-1.0 / index)
+    return np.where(rng.random(n) < share, excess, s * x)
+
+
 def _noise_peak(scene, rows, rng, cfg):
-    scene.force_snr[rows] = detection_snr(rng, len(rows), "noise_peak", cfg)
+    if cfg["bogus"]["noise_peak_snr"] == "gaussian":
+        scene.force_snr[rows] = noise_peak_snr(scene, rows, rng, cfg)
+    else:  # "pareto": the tuned index bogus.snr_slope.noise_peak
+        scene.force_snr[rows] = detection_snr(rng, len(rows), "noise_peak", cfg)
 
 
 # ------------------------------------------------------------------ hidden reals (labelled bogus)

@@ -168,6 +168,8 @@ DEFAULTS: dict = {
             "streak": 0.8, "crosstalk_ghost": 0.8, "edge_masked": 1.5, "noise_peak": 8.0,
             "bright_star_residual": 1.0,
         },
+        "noise_peak_snr": "pareto",
+        "noise_excess": [0.1, 3.0],
         "dipole_offset_median": 0.25,
         "cosmic_ray_mix": {"spot": 0.35, "track": 0.45, "worm": 0.20},
         "cosmic_ray_spot_sigma_max": 0.75,
@@ -209,7 +211,8 @@ _ADDED_DEFAULTS = (
     "instrument.vignetting", "instrument.inv_gain", "instrument.read_noise", "instrument.full_well",
     "instrument.gain_scatter", "instrument.read_noise_scatter", "instrument.dark_current",
     "instrument.optics_fwhm", "instrument.exposures", "instrument.spikes", "instrument.masked_fraction",
-    "conditions.bad_seeing_range", "bogus.snr_slope.bright_star_residual",
+    "conditions.bad_seeing_range", "bogus.snr_slope.bright_star_residual", "bogus.noise_peak_snr",
+    "bogus.noise_excess",
 )
 
 
@@ -395,6 +398,13 @@ def _check_instrument(out: dict) -> None:
     if not 0.0 <= float(inst["masked_fraction"]) <= 1.0:
         raise ConfigError(f"simulation config: instrument.masked_fraction must be in [0, 1], got {inst['masked_fraction']!r}")
     _check_range(out["conditions"]["bad_seeing_range"], "conditions.bad_seeing_range", low=0.0)
+    b = out["bogus"]
+    if b["noise_peak_snr"] not in ("pareto", "gaussian"):
+        raise ConfigError(f"simulation config: bogus.noise_peak_snr must be pareto or gaussian, got {b['noise_peak_snr']!r}")
+    share, index = (float(v) for v in b["noise_excess"])
+    if not (0.0 <= share <= 1.0 and index > 0):
+        raise ConfigError(f"simulation config: bogus.noise_excess must be [share in 0-1, Pareto index > 0], "
+                          f"got {b['noise_excess']!r}")
     if inst["detector"] == "ccd":
         for key in ("train_mix", "test_mix"):
             cmos = sorted(k for k in CMOS_ONLY_KINDS if float(out["bogus"][key].get(k, 0.0)) > 0)

@@ -413,6 +413,31 @@ class Scene:
         overlap = np.maximum(overlap, 1e-6 * np.abs(shape).reshape(len(rows), -1).max(axis=1) + 1e-12)
         return snr * np.sqrt(self.c.var_diff[rows] * self.psf_norm2[rows]) / overlap
 
+    def filter_noise_scale(self, rows) -> np.ndarray:
+        """True standard deviation of the detection statistic on pure background, in units of
+        the nominal one (``sigma * sqrt(sum(p^2))``, which treats the noise as white).
+
+        The difference holds the new image's white noise and the reference's noise smoothed
+        twice (by its resampling and by the matching kernel); smoothed noise adds up coherently
+        under the PSF-shaped filter, so the statistic scatters more than the nominal value says.
+        Computed exactly from the two kernels: ``var = (sky + rn^2) sum(p^2) + v_w sum((K * p)^2)``.
+        """
+        c = self.c
+        rows = np.asarray(rows)
+        k_rs = _psf.gaussian_kernels(c.resample_sigma[rows], _RS).astype(np.float64)
+        k_ks = _psf.gaussian_kernels(c.kernel_sigma[rows], _PAD).astype(np.float64)
+        # The composite 1-D kernel (resampling then matching), radius _RS + _PAD.
+        from numpy.lib.stride_tricks import sliding_window_view
+
+        padded = np.pad(k_ks, ((0, 0), (2 * _RS, 2 * _RS)))
+        k_tot = np.einsum("nji,ni->nj", sliding_window_view(padded, 2 * _RS + 1, axis=1)[:, :, ::-1], k_rs)
+        r = _RS + _PAD
+        p = np.pad(self.psf_c[rows].astype(np.float64), ((0, 0), (2 * r, 2 * r), (2 * r, 2 * r)))
+        kp = _psf.smooth(p, k_tot)
+        white_var = c.var_ref[rows] / (k_rs**2).sum(axis=1) ** 2  # before the resampling kernel
+        var = (c.sky_e[rows] + c.rn2[rows]) * self.psf_norm2[rows] + white_var * (kp**2).sum(axis=(1, 2))
+        return np.sqrt(var / (c.var_diff[rows] * self.psf_norm2[rows]))
+
     # --- the observation
     def finish(self, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
         """Add sky and noise, subtract, saturate and mask.
