@@ -155,3 +155,20 @@ def test_table_and_figures():
     assert [t.get_text() for t in ax.get_legend().get_texts()] == ["sim (5 stamps)", "other (2 stamps)"]
     assert ax.get_yscale() == "log"
     plt.close(fig)
+
+
+def test_presets_differ_as_their_cameras_do():
+    """Tomo-e (1.19"/pixel, ~3.5" FWHM) and ZTF (1.01"/pixel, ~2" FWHM), measured like real stamps."""
+    from realbogus.plots.realism import preset_stamps
+
+    stamps = preset_stamps(n=150, seed=3)
+    assert set(stamps) == {"tomoe", "ztf"}
+    fwhm = {}
+    for name, (images, scale) in stamps.items():
+        assert images.shape == (150, 29, 29, 3)
+        fwhm[name] = np.nanmedian(point_source_fwhm(images)) * scale
+        stats = background_statistics(images)
+        # A deeper reference (10-40 or 15-40 frames) has a fraction of the new image's noise.
+        assert 0.1 < np.nanmedian(stats["ref_new_noise_ratio"]) < 0.35
+    assert stamps["tomoe"][1] == 1.189 and stamps["ztf"][1] == 1.01
+    assert 3.0 < fwhm["tomoe"] < 4.3 and 1.7 < fwhm["ztf"] < 2.5  # arcsec, ~1.05 x the Moffat FWHM

@@ -10,7 +10,9 @@ the ZTF alert triplets of ``../shared/data``), so two sets can be compared numbe
 - :func:`radial_profiles` and :func:`point_source_fwhm`: the shape of the source at the stamp
   centre, in arcseconds so that different pixel scales compare;
 - :func:`statistics_table`, :func:`plot_statistic_histograms` and :func:`plot_profiles`: the
-  comparison as a table and as figures.
+  comparison as a table and as figures;
+- :func:`preset_stamps`: stamps simulated with each camera preset (Tomo-e Gozen, ZTF), to put
+  both next to real alerts.
 
 Background statistics leave out a disc around the stamp centre (the candidate itself would
 inflate the noise) and pixels that are exactly zero (masked pixels, in real cutouts and in the
@@ -36,6 +38,7 @@ __all__ = [
     "statistics_table",
     "plot_statistic_histograms",
     "plot_profiles",
+    "preset_stamps",
 ]
 
 #: Standard deviation of a normal distribution per unit of median absolute deviation.
@@ -365,3 +368,35 @@ def plot_profiles(ax, radii: np.ndarray, profiles: Mapping[str, np.ndarray], log
     ax.set_xlabel("radius (arcsec)")
     ax.set_ylabel("fraction of flux per arcsec$^2$")
     ax.legend(fontsize=7, frameon=False)
+
+
+def preset_stamps(presets: Sequence[str] = ("tomoe", "ztf"), n: int = 400, kind: str = "rand_artificial_real",
+                  seed: int = 0) -> dict[str, tuple[np.ndarray, float]]:
+    """Stamps of one kind simulated with each camera preset, with the preset's pixel scale.
+
+    Parameters
+    ----------
+    presets
+        Names of ``conf/instrument/`` presets.
+    n
+        Stamps per preset.
+    kind
+        The kind to simulate (default: point sources injected at random, in their fields).
+    seed
+        Seed of the draw (the same for every preset).
+
+    Returns
+    -------
+    dict
+        Preset name -> ``(images, pixel_scale)``: (n, 29, 29, 3) stamps in ADU and arcsec per
+        pixel, ready for :func:`background_statistics`, :func:`point_source_fwhm` and
+        :func:`radial_profiles`.
+    """
+    from realbogus.simulation import generate_kind, instrument_preset, resolve_config
+
+    out = {}
+    for name in presets:
+        cfg = resolve_config(instrument_preset(name))
+        stamps = generate_kind(kind, n, cfg=cfg, seed=seed)["images"]
+        out[name] = (stamps, float(cfg["instrument"]["pixel_scale"]))
+    return out
