@@ -325,6 +325,9 @@ def test_card_fields_and_round_trip(run_dir):
     assert card["thresholds"]["0.9"]["threshold"] == metrics["fpr_at_tpr"]["0.9"]["threshold"]
     assert card["calibration"]["temperature"] == json.loads((run_dir / "calibration.json").read_text())["temperature"]
     assert {"tensorflow", "keras", "realbogus", "numpy"} <= set(card["versions"]) and card["created"].endswith("Z")
+    onnx = card["exports"]["onnx"]
+    assert list(onnx["inputs"]) == ["stamps"] and "[batch, 29, 29, 3]" in onnx["inputs"]["stamps"]
+    assert list(onnx["outputs"]) == ["logits", "score", "calibrated_score"] and len(card["model_version"]) == 12
 
 
 def test_card_travels_inside_keras_file_to_a_fresh_process(tmp_path, run_dir, network, stamps):
@@ -356,7 +359,8 @@ def test_saved_model_export_reloads_with_same_scores(tmp_path, run_dir, network,
 
     x, _ = stamps
     out = export_saved_model(run_dir, tmp_path / "served")
-    assert (out / "model_card.json").is_file()
+    exported = json.loads((out / "model_card.json").read_text())
+    assert exported["model_version"] == json.loads((run_dir / "model_card.json").read_text())["model_version"]
     serve = tf.saved_model.load(str(out)).signatures["serving_default"]
     result = serve(stamps=tf.constant(x))
     np.testing.assert_allclose(result["logits"].numpy(), network.predict(x, verbose=0), rtol=1e-5, atol=1e-6)

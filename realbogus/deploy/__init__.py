@@ -1,4 +1,5 @@
-"""Deployment: calibration, operating thresholds, model cards, SavedModel export and fast scoring.
+"""Deployment: calibration, operating thresholds, model cards and versions, SavedModel and ONNX
+export, and fast scoring (TensorFlow, or ONNX Runtime alone).
 
 :func:`finalize_run` is what the training driver calls once a run is evaluated; the other
 modules are used by ``python -m realbogus.predict`` and can be used on their own.

@@ -272,7 +272,13 @@ def export_onnx(model, out_path: str | os.PathLike, card: dict | None = None, ov
     network(stamps[:1])  # Keras exports only a network that has been called
     with tempfile.TemporaryDirectory(prefix=".onnx-export.") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # Keras' numpy-2 patch of tf2onnx probes np.object
-        network.export(os.path.join(tmp, "network.onnx"), format="onnx", verbose=False, opset_version=ONNX_OPSET)
+        try:
+            network.export(os.path.join(tmp, "network.onnx"), format="onnx", verbose=False,
+                           opset_version=ONNX_OPSET)
+        except Exception as exc:  # tf2onnx raises many types for an operation it cannot convert
+            message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+            raise DataError(f"{out_path}: not written, the network could not be converted to ONNX ({message})") \
+                from None
         proto = onnx.load(os.path.join(tmp, "network.onnx"))
     temperature = _temperature(card)
     proto = _append_scores(proto, temperature)
