@@ -2,10 +2,11 @@
 
 Usage::
 
-    python benchmarks/bench_simulate.py [--rows 40960] [--workers 2] [--split train] [--keep DIR]
+    python benchmarks/bench_simulate.py [--rows 40960] [--workers 2] [--split train] [--instrument tomoe]
+                                        [--keep DIR]
 
-Generates ``--rows`` triplets of a split with the default (``quick``) physics into a temporary
-file, and prints the rate (wall clock, and per CPU-second of all processes, which does not depend
+Generates ``--rows`` triplets of a split with the default (``quick``) physics and the camera
+preset ``--instrument`` (``conf/instrument/``) into a temporary file, and prints the rate (wall clock, and per CPU-second of all processes, which does not depend
 on other jobs sharing the machine) and the peak resident memory of the writing process and of the
 largest worker. The output is deleted unless ``--keep`` names a folder.
 """
@@ -20,7 +21,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from realbogus.simulation import resolve_config, simulate_split
+from realbogus.simulation import instrument_preset, resolve_config, simulate_split
 
 
 def _max_rss_mb(who: int) -> float:
@@ -40,10 +41,11 @@ def main(argv=None) -> dict:
     parser.add_argument("--workers", type=int, default=2, help="worker processes")
     parser.add_argument("--split", choices=("train", "test"), default="train")
     parser.add_argument("--chunk-rows", type=int, default=None, help="rows per chunk (default: config)")
+    parser.add_argument("--instrument", default="tomoe", help="camera preset (conf/instrument/<name>.yaml)")
     parser.add_argument("--keep", type=Path, default=None, help="folder to keep the output in")
     args = parser.parse_args(argv)
 
-    cfg = resolve_config()
+    cfg = resolve_config(instrument_preset(args.instrument))
     real_fraction = cfg["train"]["n_real"] / (cfg["train"]["n_real"] + cfg["train"]["n_bogus"])
     if args.split == "test":
         real_fraction = cfg["test"]["n_real"] / (cfg["test"]["n_real"] + cfg["test"]["n_bogus"])
@@ -59,6 +61,7 @@ def main(argv=None) -> dict:
     seconds, cpu = time.perf_counter() - t0, _cpu_seconds() - c0
     size_mb = path.stat().st_size / 1024.0**2
     result = {
+        "instrument": args.instrument,
         "rows": stats["n_rows"],
         "workers": args.workers,
         "seconds": seconds,
@@ -72,7 +75,7 @@ def main(argv=None) -> dict:
     if args.keep is None:
         path.unlink()
         os.rmdir(folder)
-    print(f"simulate {args.split}: {result['rows']} triplets on {args.workers} worker(s) in {seconds:.1f} s "
+    print(f"simulate {args.split} ({args.instrument}): {result['rows']} triplets on {args.workers} worker(s) in {seconds:.1f} s "
           f"= {result['triplets_per_s']:,.0f} triplets/s ({result['triplets_per_cpu_s']:,.0f} per CPU-second; "
           f"load average {result['load_average']:.1f})")
     print(f"peak memory: writer {result['peak_rss_main_mb']:.0f} MB, largest worker "
