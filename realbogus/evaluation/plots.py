@@ -14,7 +14,8 @@ import numpy as np
 
 from realbogus.io import atomic_path
 
-__all__ = ["roc_figure", "score_figure", "save_figure", "plot_roc", "plot_scores"]
+__all__ = ["roc_figure", "score_figure", "save_figure", "plot_roc", "plot_scores", "pass_rate_figure",
+           "plot_pass_rates"]
 
 _REAL_COLOUR = "tab:blue"
 _BOGUS_COLOUR = "tab:red"
@@ -168,3 +169,64 @@ def plot_scores(scores, labels, path: str | os.PathLike, threshold: float | None
                 title: str | None = None, formats: Sequence[str] = ("png",)) -> list[Path]:
     """Draw :func:`score_figure` and save it as ``path`` (.png by default)."""
     return save_figure(score_figure(scores, labels, threshold=threshold, title=title), path, formats)
+
+
+def pass_rate_figure(results: Mapping[str, Mapping], title: str | None = None, min_rate: float = 1e-5):
+    """Where each method's false positives come from, at its own threshold for one TPR.
+
+    Parameters
+    ----------
+    results : mapping of str to dict
+        Method name -> the output of :func:`realbogus.evaluation.floor.pass_rates` (``by_kind``
+        and ``by_snr`` tables; an ``oracle`` entry is drawn like any method).
+    title : str, optional
+        Figure title.
+    min_rate : float
+        Rates of zero are drawn at this value on the log axes.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Left: pass rate of each bogus kind (the fraction of that kind called real), per method.
+        Right: pass rate of the bogus (solid) and of the reals (dashed) per S/N bin.
+    """
+    from matplotlib.figure import Figure
+
+    fig = Figure(figsize=(12, 4.8), layout="constrained")
+    by_kind, by_snr = fig.subplots(1, 2, width_ratios=[1.6, 1])
+    names = list(results)
+    kinds = sorted({str(g) for r in results.values() for g, nb in zip(r["by_kind"]["group"], r["by_kind"]["n_bogus"])
+                    if nb > 0})
+    width = 0.8 / max(len(names), 1)
+    for m, name in enumerate(names):
+        table = results[name]["by_kind"]
+        rate = {str(g): f for g, f, nb in zip(table["group"], table["fpr"], table["n_bogus"]) if nb > 0}
+        values = np.array([rate.get(k, np.nan) for k in kinds], float)
+        x = np.arange(len(kinds)) + (m - (len(names) - 1) / 2) * width
+        label = f"{name} (FPR {results[name]['fpr']:.2g})"
+        by_kind.bar(x, np.where(values > 0, values, min_rate), width=width, label=label)
+    by_kind.set_yscale("log")
+    by_kind.set_xticks(np.arange(len(kinds)), kinds, rotation=60, ha="right", fontsize=7)
+    by_kind.set_ylabel(f"bogus called real (per kind; 0 drawn at {min_rate:g})")
+    by_kind.legend(fontsize=7)
+    for m, name in enumerate(names):
+        table = results[name]["by_snr"]
+        x = np.arange(len(table["group"]))
+        colour = f"C{m}"
+        by_snr.plot(x, np.where(table["fpr"] > 0, table["fpr"], min_rate), "o-", color=colour, label=f"{name} bogus")
+        by_snr.plot(x, np.where(table["tpr"] > 0, table["tpr"], min_rate), "s--", color=colour, alpha=0.6,
+                    label=f"{name} reals")
+        by_snr.set_xticks(x, [str(g) for g in table["group"]], rotation=45, fontsize=7)
+    by_snr.set_yscale("log")
+    by_snr.set_xlabel("difference-image S/N")
+    by_snr.set_ylabel(f"called real (0 drawn at {min_rate:g}; no point: no sample)")
+    by_snr.legend(fontsize=6)
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def plot_pass_rates(results: Mapping[str, Mapping], path: str | os.PathLike, title: str | None = None,
+                    formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
+    """Draw :func:`pass_rate_figure` and save it as ``path`` (.png and .pdf by default)."""
+    return save_figure(pass_rate_figure(results, title=title), path, formats)
