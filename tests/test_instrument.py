@@ -48,13 +48,24 @@ PINNED_FINGERPRINTS = {
 }
 
 
-def _compose(overrides):
+def _compose(overrides, config_name: str = "simulate"):
     from hydra import compose, initialize_config_dir
     from omegaconf import OmegaConf
 
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="simulate", overrides=overrides)
+        cfg = compose(config_name=config_name, overrides=overrides)
     return OmegaConf.to_container(cfg.data.simulation, resolve=True)
+
+
+def test_every_command_composes_a_camera():
+    """The data configs bring the camera: simulate and train both compose it, and switch it."""
+    for name in ("simulate", "train"):
+        assert _compose(["data=smoke"], name)["instrument"]["name"] == "tomoe"
+        assert _compose(["data=paper"], name)["instrument"]["name"] == "tomoe"
+        assert _compose(["data=smoke", "instrument@data.simulation=ztf"], name)["instrument"]["name"] == "ztf"
+        assert _compose(["data=ztf"], name)["instrument"]["name"] == "ztf"
+    # A preset file holds the same parameters the composed config does.
+    assert resolve_config(instrument_preset("ztf")) == resolve_config(_compose(["data=ztf"]))
 
 
 def _array_hashes(path) -> dict:
