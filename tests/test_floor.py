@@ -82,7 +82,8 @@ def test_pass_rates_count_each_kind_and_snr_bin_at_the_threshold():
     scores = np.array([0.9, 0.1, 0.8, 0.2, 0.1, 0.85, 0.1, 0.1, 0.7, 0.95, 0.99, 0.99])
     out = pass_rates(scores, label, kind, snr, tpr=1.0, snr_edges=[-np.inf, 6, 10, np.inf])
     assert out["threshold"] == 0.7 and out["tpr"] == 1.0 and out["fpr"] == 3 / 8
-    by_kind = {g: (p, f) for g, p, f in zip(out["by_kind"]["group"], out["by_kind"]["n_bogus_passed"], out["by_kind"]["fpr"])}
+    table = out["by_kind"]
+    by_kind = {g: (p, f) for g, p, f in zip(table["group"], table["n_bogus_passed"], table["fpr"])}
     assert by_kind["noise_peak"] == (2, 0.5) and by_kind["cosmic_ray"] == (1, 0.25)
     assert list(out["by_snr"]["group"]) == ["<6", "6-10", ">=10"]
     assert list(out["by_snr"]["n_bogus_passed"]) == [1, 2, 0]
@@ -116,7 +117,8 @@ def test_floor_on_the_smoke_data_end_to_end(smoke_dir, tmp_path):
         writer = csv.writer(fh)
         writer.writerow(["index", "score", "label", "true_label", "sensor_id", "kind", "mag"])
         for i, s in zip(index, predictions["score"]):
-            writer.writerow([i, repr(float(s)), truth["true_label"][i], truth["true_label"][i], -1, truth["kind"][i], ""])
+            label = truth["true_label"][i]
+            writer.writerow([i, repr(float(s)), label, label, -1, truth["kind"][i], ""])
     out = tmp_path / "floor"
     main(["--data", str(smoke_dir), "--runs", str(run), "--out", str(out), "--n-bootstrap", "50"])
     saved = json.loads((out / "floor.json").read_text())

@@ -400,7 +400,8 @@ def main(argv: Sequence[str] | None = None) -> dict:
     parser.add_argument("--runs", nargs="*", default=[], help="run folders (or predictions.csv files) to compare")
     parser.add_argument("--out", default=None, help="output folder (default: print the JSON only)")
     parser.add_argument("--tpr", type=float, default=0.9, help="TPR of the operating point")
-    parser.add_argument("--fit", choices=("train", "test"), default="train", help="split the S/N likelihood ratio is fitted on")
+    parser.add_argument("--fit", choices=("train", "test"), default="train",
+                        help="split the S/N likelihood ratio is fitted on")
     parser.add_argument("--confusable-reals", default="hostless", help="hostless, all, or comma-separated kind names")
     parser.add_argument("--n-bootstrap", type=int, default=1000, help="bootstrap resamples of the floor's interval")
     args = parser.parse_args(argv)

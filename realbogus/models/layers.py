@@ -303,16 +303,22 @@ class StepDropout(layers.Dropout):
         # a callable, not a variable: the step counter belongs to the optimizer, not to this layer
         object.__setattr__(self, "_step", None)
 
-    def follow_step(self, step) -> None:
-        """Draw masks statelessly from ``seed`` and ``step()`` (a callable giving an int tensor)."""
+    def follow_step(self, step, seed: int | None = None) -> None:
+        """Draw masks statelessly from a seed and ``step()`` (a callable giving an int tensor).
+
+        ``seed`` replaces the layer's own seed for these draws (the training wrapper passes one
+        derived from its seed and the layer's name, so that the masks do not depend on how much
+        of Python's random stream was used before the layer was built).
+        """
         object.__setattr__(self, "_step", step)
+        object.__setattr__(self, "_step_seed", self.seed if seed is None else int(seed))
 
     def call(self, inputs, training=False):
         if not training or self.rate <= 0 or self._step is None or self.noise_shape is not None:
             return super().call(inputs, training=training)
         step = tf.cast(self._step(), tf.int64)
         seed = tf.random.experimental.stateless_fold_in(
-            tf.constant([self.seed, _DROPOUT_SALT], tf.int64), step
+            tf.constant([self._step_seed, _DROPOUT_SALT], tf.int64), step
         )
         keep = tf.random.stateless_uniform(tf.shape(inputs), seed=seed, dtype=tf.float32) >= self.rate
         scaled = inputs / ops.cast(1.0 - self.rate, inputs.dtype)

@@ -29,6 +29,8 @@ mean objective.
 
 from __future__ import annotations
 
+import zlib
+
 import keras
 import tensorflow as tf
 
@@ -194,10 +196,15 @@ class RealBogusModel(keras.Model):
         return tf.cast(optimizer.iterations, tf.int64)
 
     def _follow_step(self):
-        """Give the network's step-seeded dropout layers the step counter (idempotent)."""
+        """Give the network's step-seeded dropout layers the step counter and a seed (idempotent).
+
+        The seed comes from ``seed`` and the layer's name only, so a rebuilt network draws the
+        same masks whatever Python's random state was when it was built.
+        """
         for layer in self.body._flatten_layers(include_self=False):
             if isinstance(layer, StepDropout):
-                layer.follow_step(self._step)
+                seed = (self.seed * 1_000_003 + zlib.crc32(layer.name.encode())) % 2**31
+                layer.follow_step(self._step, seed=seed)
 
     def _vat_seed(self):
         """Stateless seed of this step's VAT directions: (seed, step), and the replica under tf.distribute."""
