@@ -18,10 +18,11 @@ Subtraction residuals (star rendered in the new image and, with an error, in the
   levels in the new image and the (scaled) reference, with wing residuals.
 - ``variable_star_no_change``: a 2-12% photometric (colour-term) error on a star.
 - ``bright_star_residual`` (modelled on real alerts; off in the Tomo-e preset): the detection
-  lies 2-9 pixels from a star between a third of and 300 times its saturation level, in what
-  its subtraction leaves: the core's dipole or ring (its own registration and width errors),
-  the wings (an aureole holding 3-12% of the light that the matching kernel gets wrong by
-  ~25%), diffraction spikes (``instrument.spikes``) and, on CCDs, saturated bleed trails.
+  lies 1.5-6 pixels from a star between a twentieth of and 1.5 times its saturation level, in
+  what its subtraction leaves: the core's dipole or ring (its own registration, width and
+  scaling errors), the wings (an aureole holding 3-12% of the light that the matching kernel
+  gets wrong by ~20%), diffraction spikes (``instrument.spikes``) and, on CCDs, bleed trails;
+  the errors are scaled together so that the residual reaches the drawn detection S/N.
 
 Detector and environment (new image only; ``post`` marks read-out offsets without shot noise)
 - ``cosmic_ray``: compact spots (Gaussian, sigma 0.3-1.1 pixel: the wider ones look like a
@@ -269,48 +270,58 @@ def _spikes(x0, y0, angle, sigma, length) -> np.ndarray:
 def _bright_star_residual(scene, rows, rng, cfg):
     n = len(rows)
     c = scene.c
-    # The detection lies 2-9 pixels from a bright star: in its wings, a spike, a bleed trail or
-    # the dipole/ring its core leaves.
-    d = rng.uniform(2.0, 9.0, n)
+    # A bright star, from a twentieth of to 1.5 times the saturation level (the brighter ones
+    # clip, and on CCDs bleed), with the detection 1.5-6 pixels away: in its wings, a spike, a bleed
+    # trail or the dipole/ring its core leaves.
+    peak = (c.beta_new[rows] - 1.0) / (np.pi * _alpha(scene, rows) ** 2)
+    sat_flux = (c.sat_e[rows] - c.sky_e[rows]) / peak
+    flux = _cap_flux(scene, rows, sat_flux * np.exp(rng.uniform(np.log(0.05), np.log(1.5), n)))
+    d = rng.uniform(1.5, 6.0, n)
     phi = rng.uniform(0.0, 2 * np.pi, n)
     sx = c.cx[rows] - d * np.cos(phi)
     sy = c.cy[rows] - d * np.sin(phi)
-    # The core is matched with this star's own registration, width and scaling errors.
-    dx, dy = rng.normal(0.0, 0.15, (2, n))
-    width = 1.0 + rng.normal(0.0, 0.06, n)
-    scale = 1.0 + rng.normal(0.0, 0.02, n)
-    # The wings: an aureole (a broad Moffat, beta 1.6-2.2, 3-6 times the core's FWHM) holding
-    # 3-12% of the light, which a kernel fitted to the cores reproduces only to 25% (rms).
-    halo_frac = rng.uniform(0.03, 0.12, n)
-    halo = _psf.moffat(sx, sy, halo_frac, c.fwhm_new[rows] * rng.uniform(3.0, 6.0, n), rng.uniform(1.6, 2.2, n))
-    halo_err = 1.0 + rng.normal(0.0, 0.25, n)
-    # Diffraction spikes of the telescope (fixed on the detector), broadened by each image's PSF.
+    # This star's subtraction errors, up to a common factor: registration (0.1 px rms), kernel
+    # width (4%), scaling (2%), and the wings -- an aureole (a broad Moffat, beta 1.6-2.2, 3-6
+    # times the core's FWHM, 3-12% of the light) and the spikes -- reproduced to 20% (rms).
+    dx, dy = rng.normal(0.0, 0.1, (2, n))
+    err_width, err_scale, err_halo, err_spike = rng.normal(0.0, 1.0, (4, n)) * np.array([[0.04], [0.02], [0.2], [0.2]])
+    halo = _psf.moffat(sx, sy, rng.uniform(0.03, 0.12, n), c.fwhm_new[rows] * rng.uniform(3.0, 6.0, n),
+                       rng.uniform(1.6, 2.2, n))
     strength, angle = (float(v) for v in cfg["instrument"]["spikes"])
+    a = np.full(n, np.deg2rad(angle))
     length = rng.uniform(8.0, 20.0, n)
-    spike_err = 1.0 + rng.normal(0.0, 0.2, n)
-    core_new = scene.psf_new(rows, sx, sy, 1.0)
-    core_match = scene.psf_new(rows, sx + c.match_dx[rows] + dx, sy + c.match_dy[rows] + dy,
-                               c.match_scale[rows] * scale, fwhm_scale=c.match_width[rows] * width)
-    new = core_new + halo
-    ref = scene.psf_ref(rows, sx, sy, 1.0) + halo
-    match = core_match + halo * halo_err.astype(np.float32)[:, None, None]
-    if strength > 0:
-        a = np.full(n, np.deg2rad(angle))
-        sig_new, sig_ref = c.fwhm_new[rows] / 2.3548, c.fwhm_ref[rows] / 2.3548
-        spikes_new = strength * _spikes(sx, sy, a, sig_new, length)
-        new += spikes_new
-        ref += strength * _spikes(sx, sy, a, sig_ref, length)
-        match += spikes_new * spike_err.astype(np.float32)[:, None, None]
+    spikes = strength * _spikes(sx, sy, a, c.fwhm_new[rows] / 2.3548, length) if strength > 0 else 0.0
+    new = scene.psf_new(rows, sx, sy, 1.0) + halo + spikes
+    f32 = lambda v: np.asarray(v, np.float32)[:, None, None]  # noqa: E731
+
+    def matched(lam):
+        core = scene.psf_new(rows, sx + c.match_dx[rows] + lam * dx, sy + c.match_dy[rows] + lam * dy,
+                             c.match_scale[rows] * (1.0 + lam * err_scale),
+                             fwhm_scale=c.match_width[rows] * (1.0 + lam * err_width))
+        return core + halo * f32(1.0 + lam * err_halo) + spikes * f32(1.0 + lam * err_spike)
+
+    # The residual is nearly linear in the errors: scale them (by up to 4, either sign) so the
+    # detection reaches its drawn S/N, on top of what the image's own matching errors leave.
     snr = detection_snr(rng, n, "bright_star_residual", cfg)
-    flux = scene.amplitude_for_snr(rows, new - match, snr)
-    # Bright: from a third of the saturation level to 300 times it (capped at the brightest star).
-    peak = (c.beta_new[rows] - 1.0) / (np.pi * _alpha(scene, rows) ** 2)
-    sat_flux = (c.sat_e[rows] - c.sky_e[rows]) / peak
-    flux = _cap_flux(scene, rows, np.clip(flux, sat_flux / 3.0, 300.0 * sat_flux))
-    f = flux.astype(np.float32)[:, None, None]
-    scene.new[rows] += new * f
-    scene.ref[rows] += ref * f
-    scene.match[rows] += match * f
+    norm = flux / np.sqrt(c.var_diff[rows] * scene.psf_norm2[rows])
+
+    def stat(lam):
+        return norm * np.einsum("nij,nij->n", new - matched(lam), scene.psf_c[rows])
+
+    def secant(lam_a, s_a, lam_b, s_b):
+        slope = (s_b - s_a) / (lam_b - lam_a)
+        step = (snr - s_a) / np.where(np.abs(slope) > 1e-9, slope, 1e-9)
+        return np.clip(lam_a + step, -4.0, 4.0)
+
+    s0 = stat(np.zeros(n))
+    lam = secant(0.0, s0, 1.0, stat(np.ones(n)))
+    lam = np.where(np.abs(lam) > 1e-3, secant(0.0, s0, lam, stat(lam)), lam)  # one refinement
+    scene.new[rows] += new * f32(flux)
+    ref = scene.psf_ref(rows, sx, sy, 1.0) + halo
+    if strength > 0:
+        ref += strength * _spikes(sx, sy, a, c.fwhm_ref[rows] / 2.3548, length)
+    scene.ref[rows] += ref * f32(flux)
+    scene.match[rows] += matched(lam) * f32(flux)
 
 
 # ------------------------------------------------------------------ detector and environment
