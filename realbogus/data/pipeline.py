@@ -13,9 +13,17 @@ treatments, injected label noise, -1 for unlabelled), and yields ``(images float
   machine. Mixing is by block: a window draws from ``shuffle_buffer // block_rows`` random
   places of the file, so a file sorted by class or sensor still gives mixed batches.
 
-Both modes are deterministic for a given ``seed``, reshuffle every epoch (epoch ``e`` of a
-dataset uses the seed pair ``(seed, e)``) and, without shuffling, yield the rows in the
-order given. They give the same multiset of samples per epoch.
+Every random choice is a function of the seed and of *where* in training it is made, never of
+what ran before in the process: epoch ``e`` is ordered by the seed pair ``(seed, e)``, and the
+batch at global step ``s`` (counting every batch since the start of training) is augmented with
+``(seed, s)``. A training stream started at step ``s`` (:func:`make_dataset` with
+``start_step``) therefore yields exactly the batches an uninterrupted stream yields from step
+``s`` on, which is what makes a resumed run identical to an uninterrupted one. Without
+shuffling the rows come in the order given. Both modes give the same multiset of samples per
+epoch.
+
+Augmentation (``augment=True``) applies one of the 8 rotations and flips of the square to each
+stamp, the same to its three channels: a candidate's label does not change under them.
 """
 
 from __future__ import annotations
@@ -29,7 +37,7 @@ import numpy as np
 from realbogus.data.format import STAMP_SHAPE, H5Dataset, open_dataset
 from realbogus.errors import ConfigError
 
-__all__ = ["make_dataset", "iter_batches", "count_batches", "read_rows", "select_rows", "STAMP_BYTES"]
+__all__ = ["make_dataset", "iter_batches", "count_batches", "read_rows", "select_rows", "dihedral", "STAMP_BYTES"]
 
 #: Bytes of one float32 stamp (29 x 29 x 3).
 STAMP_BYTES = int(np.prod(STAMP_SHAPE)) * 4
@@ -124,48 +132,81 @@ def read_rows(
     return out
 
 
-def _batches(x: np.ndarray, y: np.ndarray, order: np.ndarray, batch_size: int, drop_remainder: bool):
+def _batches(x: np.ndarray, y: np.ndarray, order: np.ndarray, batch_size: int, drop_remainder: bool, skip: int = 0):
     n = order.size
     stop = n - n % batch_size if drop_remainder else n
-    for s in range(0, stop, batch_size):
+    for s in range(skip * batch_size, stop, batch_size):
         idx = order[s:s + batch_size]
         yield x[idx], y[idx]
 
 
-def _stream_shuffled(ds, rows, labels, rng, batch_size, drop_remainder, block_rows, shuffle_buffer):
-    """One epoch: blocks in random order, windows of blocks permuted and cut into batches."""
+def _stream_shuffled(ds, rows, labels, rng, batch_size, drop_remainder, block_rows, shuffle_buffer, skip=0):
+    """One epoch: blocks in random order, windows of blocks permuted and cut into batches.
+
+    The first ``skip`` batches are not read: the windows they come from are permuted (the random
+    draws are the same as when reading) and only the rows carried into the next window are kept.
+    """
     blocks = rows // block_rows
     by_block = np.argsort(blocks, kind="stable")
     _, firsts = np.unique(blocks[by_block], return_index=True)
     groups = np.split(by_block, firsts[1:])
     per_window = max(1, shuffle_buffer // block_rows)
     group_order = rng.permutation(len(groups))
+    carry = np.empty(0, np.int64)  # positions (into rows) carried to the next window
     carry_x = np.empty((0, *STAMP_SHAPE), np.float32)
-    carry_y = np.empty(0, np.int32)
+    emitted = 0
     for w in range(0, len(groups), per_window):
-        pos = np.concatenate([groups[g] for g in group_order[w:w + per_window]])
-        m = carry_y.size
-        x = np.empty((m + pos.size, *STAMP_SHAPE), np.float32)
-        x[:m] = carry_x
-        read_rows(ds, rows[pos], out=x[m:])
-        y = np.concatenate([carry_y, labels[pos]])
-        perm = rng.permutation(y.size)
-        full = y.size - y.size % batch_size
-        yield from _batches(x, y, perm[:full], batch_size, False)
-        carry_x, carry_y = x[perm[full:]], y[perm[full:]]
+        pos = np.concatenate([carry] + [groups[g] for g in group_order[w:w + per_window]])
+        perm = rng.permutation(pos.size)
+        full = pos.size - pos.size % batch_size
+        n_here = full // batch_size
+        if emitted + n_here <= skip:  # every batch of this window is skipped: read nothing
+            emitted += n_here
+            carry, carry_x = pos[perm[full:]], None
+            continue
+        m = carry.size
+        x = np.empty((pos.size, *STAMP_SHAPE), np.float32)
+        if carry_x is None:  # the carried rows come from a skipped window: read them now
+            read_rows(ds, rows[carry], out=x[:m])
+        else:
+            x[:m] = carry_x
+        read_rows(ds, rows[pos[m:]], out=x[m:])
+        y = labels[pos]
+        first = max(0, skip - emitted)
+        yield from _batches(x, y, perm[:full], batch_size, False, first)
+        emitted += n_here
+        carry, carry_x = pos[perm[full:]], x[perm[full:]]
         del x
-    if carry_y.size and not drop_remainder:
-        yield carry_x, carry_y
+    if carry.size and not drop_remainder and emitted >= skip:
+        if carry_x is None:
+            carry_x = read_rows(ds, rows[carry])
+        yield carry_x, labels[carry]
 
 
-def _stream_ordered(ds, rows, labels, batch_size, drop_remainder, block_rows):
-    """One epoch in the order of ``rows``, read a few blocks at a time."""
+def _stream_ordered(ds, rows, labels, batch_size, drop_remainder, block_rows, skip=0):
+    """One epoch in the order of ``rows``, read a few blocks at a time, from batch ``skip`` on."""
     chunk = batch_size * max(1, block_rows // batch_size)
-    for s in range(0, rows.size, chunk):
+    for s in range(skip * batch_size, rows.size, chunk):
         part = rows[s:s + chunk]
         x = read_rows(ds, part)
         yield from _batches(x, labels[s:s + chunk], np.arange(part.size), batch_size,
                             drop_remainder and s + chunk >= rows.size)
+
+
+def dihedral(x: np.ndarray, which: np.ndarray) -> np.ndarray:
+    """Apply to each stamp ``x[i]`` (H, W, C) the symmetry ``which[i]`` of the square (0-7).
+
+    ``which % 4`` quarter turns, then a left-right flip when ``which >= 4``; 0 is the identity.
+    The channels of a stamp move together.
+    """
+    out = np.empty_like(x)
+    for k in range(8):
+        sel = np.flatnonzero(which == k)
+        if sel.size == 0:
+            continue
+        t = np.rot90(x[sel], k % 4, axes=(1, 2))
+        out[sel] = t[:, :, ::-1] if k >= 4 else t
+    return out
 
 
 def iter_batches(
@@ -181,11 +222,12 @@ def iter_batches(
     block_rows: int = 512,
     shuffle_buffer: int = 32768,
 ):
-    """Return a callable ``epoch_batches()`` and the number of batches per epoch.
+    """Return a callable ``epoch_batches(epoch=0, skip=0)`` and the number of batches per epoch.
 
-    Each call of ``epoch_batches()`` starts the next epoch (0, 1, ...) and returns an iterator
-    of numpy ``(images, labels)`` batches. :func:`make_dataset` wraps this for ``tf.data``; use
-    it directly when no TensorFlow is wanted. Arguments as in :func:`make_dataset`.
+    ``epoch_batches(e, k)`` returns an iterator of numpy ``(images, labels)`` batches: epoch
+    ``e`` from its batch ``k`` on, ordered by ``(seed, e)`` alone. :func:`make_dataset` wraps
+    this for ``tf.data``; use it directly when no TensorFlow is wanted. Arguments as in
+    :func:`make_dataset`.
     """
     batch_size, block_rows, shuffle_buffer = int(batch_size), int(block_rows), int(shuffle_buffer)
     if batch_size < 1 or block_rows < 1 or shuffle_buffer < 1:
@@ -201,24 +243,41 @@ def iter_batches(
     n_batches = count_batches(rows.size, batch_size, drop_remainder)
     if n_batches == 0:
         raise ConfigError(f"{path}: {rows.size} samples make no batch of {batch_size} with drop_remainder")
-    epochs = itertools.count()
 
-    def epoch_batches() -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        rng = np.random.default_rng([int(seed), next(epochs)])
+    def epoch_batches(epoch: int = 0, skip: int = 0) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """Batches ``skip, skip + 1, ...`` of epoch ``epoch`` (the order depends on both only)."""
+        rng = np.random.default_rng([int(seed), int(epoch)])
         if images is not None:
             order = rng.permutation(rows.size) if shuffle else np.arange(rows.size)
-            yield from _batches(images, labels, order, batch_size, drop_remainder)
+            yield from _batches(images, labels, order, batch_size, drop_remainder, skip)
             return
         with open_dataset(path) as ds:
             if shuffle:
                 yield from _stream_shuffled(ds, rows, labels, rng, batch_size, drop_remainder,
-                                            block_rows, shuffle_buffer)
+                                            block_rows, shuffle_buffer, skip)
             else:
-                yield from _stream_ordered(ds, rows, labels, batch_size, drop_remainder, block_rows)
+                yield from _stream_ordered(ds, rows, labels, batch_size, drop_remainder, block_rows, skip)
 
     epoch_batches.in_memory = bool(in_memory)
     epoch_batches.n_samples = int(rows.size)
     return epoch_batches, n_batches
+
+
+def training_stream(epoch_batches, n_batches: int, start_step: int = 0, augment: bool = False, seed: int = 0):
+    """Endless batches from global step ``start_step`` on: epoch after epoch, each reshuffled.
+
+    The batch at global step ``s`` is batch ``s % n_batches`` of epoch ``s // n_batches``; with
+    ``augment`` its stamps are turned and flipped by draws seeded with ``(seed, s)``.
+    """
+    step = int(start_step)
+    while True:
+        epoch, skip = divmod(step, n_batches)
+        for x, y in epoch_batches(epoch, skip):
+            if augment:
+                which = np.random.default_rng([int(seed), 0xA06, step]).integers(0, 8, y.size)
+                x = dihedral(x, which)
+            yield x, y
+            step += 1
 
 
 def make_dataset(
@@ -234,6 +293,8 @@ def make_dataset(
     memory_budget: int = DEFAULT_MEMORY_BUDGET,
     block_rows: int = 512,
     shuffle_buffer: int = 32768,
+    start_step: int = 0,
+    augment: bool = False,
 ):
     """Build a ``tf.data.Dataset`` of ``(images float32 (B, 29, 29, 3), labels int32 (B,))``.
 
@@ -250,9 +311,10 @@ def make_dataset(
     batch_size
         Samples per batch.
     shuffle, seed
-        Shuffle every epoch, deterministically for ``seed``.
+        Shuffle every epoch, deterministically for ``seed`` (epoch ``e`` by ``(seed, e)``).
     repeat
-        Repeat forever (a fresh shuffle each pass); use with ``steps_per_epoch``.
+        Endless: epoch after epoch (each reshuffled) from global step ``start_step``; use with
+        ``steps_per_epoch``. Without it the dataset is one epoch, epoch 0 (the same every pass).
     in_memory
         True, False or ``"auto"``: load the selected stamps into RAM when they take at most
         ``memory_budget`` bytes, else stream from the file.
@@ -262,6 +324,12 @@ def make_dataset(
         Byte budget for ``in_memory="auto"`` (default 2 GiB, about 200,000 stamps).
     block_rows, shuffle_buffer
         Streaming mode: rows per contiguous read, and rows gathered into one shuffling window.
+    start_step
+        With ``repeat``: the global step of the first batch (a resumed run passes the steps it
+        has already trained).
+    augment
+        Turn and flip each stamp by one of the 8 symmetries of the square, drawn from
+        ``(seed, global step)``.
 
     Returns
     -------
@@ -274,15 +342,16 @@ def make_dataset(
         path, rows, labels, batch_size, shuffle, seed, in_memory, drop_remainder,
         memory_budget, block_rows, shuffle_buffer,
     )
+    def generator():
+        stream = training_stream(epoch_batches, n_batches, start_step if repeat else 0, augment, seed)
+        return stream if repeat else itertools.islice(stream, n_batches)
     batch_dim = int(batch_size) if drop_remainder else None
     ds = tf.data.Dataset.from_generator(
-        epoch_batches,
+        generator,
         output_signature=(
             tf.TensorSpec((batch_dim, *STAMP_SHAPE), tf.float32),
             tf.TensorSpec((batch_dim,), tf.int32),
         ),
     )
-    ds = ds.apply(tf.data.experimental.assert_cardinality(n_batches))
-    if repeat:
-        ds = ds.repeat()
+    ds = ds.apply(tf.data.experimental.assert_cardinality(tf.data.INFINITE_CARDINALITY if repeat else n_batches))
     return ds.prefetch(tf.data.AUTOTUNE)
