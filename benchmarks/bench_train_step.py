@@ -58,7 +58,7 @@ class Straightforward:
 
         from realbogus.losses import exp_cross_hinge, lds, masked_cross_entropy
         from realbogus.models import build_model, split_model
-        from realbogus.training.driver import build_optimizer
+        from realbogus.training.fit import build_optimizer
 
         self.network = build_model(cfg.model)
         self.network.set_weights(initial_weights)
@@ -99,11 +99,11 @@ class Package:
         import keras
 
         from realbogus.data.pipeline import make_dataset
-        from realbogus.training.driver import build_optimizer, build_trainable
+        from realbogus.training.fit import FitSpec, build_optimizer, build_trainable
 
         keras.mixed_precision.set_global_policy(precision)
         try:
-            self.model = build_trainable(cfg)
+            self.model = build_trainable(FitSpec.from_config(cfg))
             self.model.compile(optimizer=build_optimizer(cfg.optimizer), jit_compile=jit_compile)
             self.model(np.zeros((1, 29, 29, 3), np.float32))
         finally:

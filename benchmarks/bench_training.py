@@ -41,11 +41,11 @@ def train_rate(model_name: str, loss: str, batch: int, steps: int) -> float:
     import keras
     import tensorflow as tf
 
-    from realbogus.training.driver import build_optimizer, build_trainable
+    from realbogus.training.fit import FitSpec, build_optimizer, build_trainable
 
     cfg = compose(model_name, loss)
     keras.utils.set_random_seed(0)
-    model = build_trainable(cfg)
+    model = build_trainable(FitSpec.from_config(cfg))
     model.compile(optimizer=build_optimizer(cfg.optimizer))
     x, y = synthetic(batch * 4)
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(batch, drop_remainder=True).repeat().prefetch(2)

@@ -19,12 +19,11 @@ import os
 from pathlib import Path
 from typing import Callable
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import hydra
 from omegaconf import DictConfig, OmegaConf
 
 from realbogus.errors import ConfigError, DataError, report_errors
+from realbogus.rundir import RunDir
 
 __all__ = ["evaluate_run", "evaluate", "main"]
 
@@ -34,7 +33,7 @@ _DEFAULTS = {"n_bootstrap": 1000, "seed": 0, "confidence": 0.95, "bogus_detectio
 
 def _recorded(run_dir: Path) -> dict:
     """The evaluation settings stored in ``run_dir/metrics.json`` (empty if there is none)."""
-    path = run_dir / "metrics.json"
+    path = RunDir(run_dir).metrics_path
     if not path.is_file():
         return {}
     try:
@@ -145,7 +144,7 @@ def evaluate_run(
     data_path = Path(data_path)
     if not data_path.is_file():
         raise DataError(f"{data_path}: no such file (data.path must name a realbogus HDF5 file)")
-    model_path = run_dir / "model.keras"
+    model_path = RunDir(run_dir).model_path
     if not model_path.is_file():
         raise DataError(f"{model_path}: no such file (needed to score {data_path})")
     from realbogus.evaluation.scoring import score_dataset

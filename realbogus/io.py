@@ -11,7 +11,25 @@ from typing import Iterator, Mapping, Sequence
 
 import numpy as np
 
-__all__ = ["atomic_path", "atomic_write", "save_json", "save_csv_table", "to_jsonable"]
+__all__ = ["atomic_path", "atomic_write", "save_json", "read_json", "save_csv_table", "to_jsonable"]
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def _remove_abandoned(folder: Path, stem: str, suffixes: str) -> None:
+    """Delete temporaries of the same output left by writers that died (their pid is in the name)."""
+    for tmp in folder.glob(f".{stem}.*.tmp{suffixes}"):
+        pid = tmp.name[len(stem) + 2:].split("-", 1)[0]
+        if pid.isdigit() and int(pid) != os.getpid() and not _alive(int(pid)):
+            tmp.unlink(missing_ok=True)
 
 
 @contextlib.contextmanager
@@ -19,14 +37,17 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """Yield a temporary path beside ``path``; rename it to ``path`` if the block succeeds.
 
     Use it for writers that want a file name (h5py, matplotlib, Keras). On an exception the
-    temporary file is removed and ``path`` is left as it was.
+    temporary file is removed and ``path`` is left as it was. The temporary's name holds the
+    writer's pid (``.<stem>.<pid>-<random>.tmp<suffixes>``), so the temporaries of a writer that
+    was killed are removed the next time anything writes the same output.
     """
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     # Keep the whole suffix chain (".weights.h5", ".keras") last: some writers check it.
     suffixes = "".join(path.suffixes)
     stem = path.name[: len(path.name) - len(suffixes)] if suffixes else path.name
-    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.", suffix=f".tmp{suffixes}", dir=path.parent)
+    _remove_abandoned(path.parent, stem, suffixes)
+    fd, tmp = tempfile.mkstemp(prefix=f".{stem}.{os.getpid()}-", suffix=f".tmp{suffixes}", dir=path.parent)
     os.close(fd)
     tmp = Path(tmp)
     try:
@@ -69,6 +90,15 @@ def save_json(path: str | os.PathLike, obj, indent: int = 2) -> Path:
         json.dump(to_jsonable(obj), fh, indent=indent)
         fh.write("\n")
     return Path(path)
+
+
+def read_json(path: str | os.PathLike) -> dict | None:
+    """The JSON content of ``path``, or None when it is missing or unreadable."""
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
 
 
 def save_csv_table(path: str | os.PathLike, columns: Mapping[str, Sequence], float_format: str = "%.8g") -> Path:

@@ -29,8 +29,6 @@ import sys
 from dataclasses import dataclass
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import hydra
 from omegaconf import DictConfig, ListConfig
 
@@ -231,13 +229,13 @@ def aggregate(cfg: DictConfig, cells: list[Cell]) -> dict:
 @report_errors
 def noise_sweep(cfg: DictConfig) -> dict:
     """Run (unless ``aggregate_only``) and aggregate the sweep; return the aggregated content."""
-    from realbogus.label_noise.robustness import cell_status
+    from realbogus.rundir import RunDir
     from realbogus.simulation import ensure_dataset
 
     cells = grid_cells(cfg)
     returncode = 0
     if not cfg.aggregate_only:
-        done = {c.run_dir for c in cells if cell_status(c.run_dir, c.epochs) == "done"}
+        done = {c.run_dir for c in cells if RunDir(c.run_dir).is_done(c.epochs)}
         grid = pending_grid(cells, done)
         if grid is None:
             print(f"all {len(cells)} cells are done; nothing to train")

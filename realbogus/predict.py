@@ -51,6 +51,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 
 from realbogus.errors import ConfigError, DataError, report_errors
+from realbogus.faults import fault_point
 
 __all__ = ["LAYOUTS", "predict_file", "resolve_model", "check_output_path", "predict", "main"]
 
@@ -365,6 +366,7 @@ def predict_file(
                     n_masked[done:done + k] = cols["n_masked"]
                 done += k
                 bar.update(k)
+                fault_point("scoring")
         t_scored = time.perf_counter()
         if done != src.n:
             raise DataError(f"{input}: read {done} stamps, expected {src.n}")
@@ -436,6 +438,7 @@ def predict_file(
             _write_csv(tmp_out, cols)
         else:
             _write_h5(tmp_out, cols, {"format": "realbogus-scores", "meta": json.dumps(meta)})
+        fault_point("outputs")
         save_json(meta_file, meta)
     return meta
 

@@ -15,9 +15,9 @@ import os
 from pathlib import Path
 
 import numpy as np
-from omegaconf import OmegaConf
 
 from realbogus.io import atomic_write
+from realbogus.rundir import RunDir
 
 __all__ = ["PAPER", "write_report", "verdict", "fmt_rate", "metrics_table"]
 
@@ -137,12 +137,8 @@ def _row(rows: list[dict] | None, method: str) -> dict | None:
 
 
 def _run_state(run_dir) -> dict | None:
-    """A run folder's ``run_state.json``, or None when it is missing or unreadable."""
-    try:
-        with open(Path(run_dir) / "run_state.json") as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return None
+    """A run folder's state (``run_state.json``), or None when it is missing or unreadable."""
+    return RunDir(run_dir).state()
 
 
 def _wall(run_dirs) -> tuple[float, int]:
@@ -161,13 +157,14 @@ def _section_runs(res, out: list[str]) -> None:
     lines = []
     for run_dir in res.get("run_dirs", []):
         run_dir = Path(run_dir)
-        state = _run_state(run_dir)
-        if state is None or not (run_dir / "run_config.yaml").is_file():
+        run = RunDir(run_dir)
+        state, saved = run.state(), run.saved_config()
+        if state is None or saved is None:
             continue
-        trainer = OmegaConf.load(run_dir / "run_config.yaml").trainer
+        trainer = saved["trainer"]
         wall = state.get("wall_seconds_last_session")
-        lines.append(f"| `{run_dir.name}` | {state.get('epochs_trained', '?')} of {trainer.epochs} | "
-                     f"{trainer.batch_size} | {trainer.precision} | "
+        lines.append(f"| `{run_dir.name}` | {state.get('epochs_trained', '?')} of {trainer['epochs']} | "
+                     f"{trainer['batch_size']} | {state.get('precision') or trainer['precision']} | "
                      f"{'-' if wall is None else f'{float(wall) / 60:.1f}'} |")
     if lines:
         out += ["## Runs", "",

@@ -35,14 +35,13 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import hydra
 import numpy as np
 from omegaconf import DictConfig
 
 from realbogus.errors import ConfigError, DataError, report_errors
 from realbogus.noise_sweep import compose_train, run_logged
+from realbogus.rundir import RunDir
 
 __all__ = ["Run", "FIGURES", "plan_runs", "run_all", "draw_figures", "reproduce", "main"]
 
@@ -131,9 +130,9 @@ def run_all(cfg: DictConfig, runs: list[Run]) -> list[Run]:
     """Train every unfinished run, one after the other; return those that failed."""
     from tqdm.auto import tqdm
 
-    from realbogus.label_noise.robustness import cell_status
+    from realbogus.rundir import RunDir
 
-    todo = [r for r in _unique(runs) if cell_status(r.run_dir, r.epochs) != "done"]
+    todo = [r for r in _unique(runs) if not RunDir(r.run_dir).is_done(r.epochs)]
     n_all = len(_unique(runs))
     print(f"{n_all - len(todo)} of {n_all} runs finished already; {len(todo)} to train")
     failed = []
@@ -165,9 +164,9 @@ def run_sweep(cfg: DictConfig, aggregate_only: bool = False) -> int:
 
 
 def _finished(run: Run) -> bool:
-    from realbogus.label_noise.robustness import cell_status
+    from realbogus.rundir import RunDir
 
-    return cell_status(run.run_dir, run.epochs) == "done"
+    return RunDir(run.run_dir).is_done(run.epochs)
 
 
 @functools.lru_cache(maxsize=64)
@@ -184,7 +183,7 @@ def _predictions(runs: list[Run], sensors: list[int] | None) -> dict[str, np.nda
         return None
     parts = []
     for run in runs:
-        csv_path = run.run_dir / "predictions.csv"
+        csv_path = RunDir(run.run_dir).predictions_path
         p = _read_predictions(csv_path, csv_path.stat().st_mtime_ns)
         if run.sensor is not None:
             keep = p["sensor_id"] == run.sensor

@@ -237,7 +237,7 @@ def test_each_rule_finds_injected_errors_far_better_than_chance(stage1, rule):
 
 
 def test_cache_is_reused_and_stage1_resumes_per_fold(stage1, smoke_dir, cache_dir, monkeypatch):
-    import realbogus.training.driver as driver
+    import realbogus.training.fit as driver
     from realbogus.label_errors.oof import cache_key, out_of_fold_scores, stage1_settings
 
     oof, given, _ = stage1

@@ -246,7 +246,7 @@ def test_record_lists_the_flips_and_the_file_is_untouched(smoke_dir, tmp_path, m
 
 def test_training_run_sees_the_noisy_labels(smoke_dir, tmp_path, monkeypatch):
     import realbogus.label_errors as label_errors
-    from realbogus.training.driver import run_training
+    from realbogus.train import train as run_training
 
     seen = {}
     real_prepare = label_errors.prepare_labels

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,6 +19,8 @@ import numpy as np
 import pytest
 from hydra import compose, initialize_config_dir
 from omegaconf import open_dict
+
+from realbogus.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -217,6 +220,27 @@ def test_rerun_trains_nothing_and_an_interrupted_cell_resumes(sweep):
     assert (interrupted / "history.csv").read_text() == history
     assert (runs[0] / "model.keras").stat().st_mtime_ns == stamps[runs[0]]
     assert all(r["status"] == "done" for r in read_csv(out / "results.csv"))
+
+
+def test_a_cell_killed_while_scoring_resumes_to_the_uninterrupted_bytes(sweep, tmp_path):
+    """A sweep whose cell process dies (SIGKILL: a node lost, an OOM kill) and is rerun gives the
+    same cell results as the sweep that ran through."""
+    cmd, out, _ = sweep
+    other = tmp_path / "sweep"
+    cmd = [c if not c.startswith("out_dir=") else f"out_dir={other}" for c in cmd]
+    cmd = [c if not c.startswith("rates=") else "rates=[0]" for c in cmd]
+    env = dict(os.environ, REALBOGUS_FAULT="scoring")
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
+    assert proc.returncode != 0
+    (cell,) = [Path(r["run_dir"]) for r in read_csv(out / "results.csv") if r["noise_rate"] == "0"]
+    killed = other / "runs" / cell.name
+    assert RunDir(killed).status() == "interrupted" and not (killed / "predictions.csv").exists()
+    env.pop("REALBOGUS_FAULT")
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert RunDir(killed).is_done()
+    for name in ("predictions.csv", "history.csv", "metrics.json"):
+        assert (killed / name).read_bytes() == (cell / name).read_bytes(), name
 
 
 @pytest.mark.slow

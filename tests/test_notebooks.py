@@ -111,7 +111,7 @@ def train_smoke_label_run(data_dir: Path, work_dir: Path) -> Path:
     (stage-1 cache in ``work_dir/cache``); return the run folder."""
     from hydra import compose, initialize_config_dir
 
-    from realbogus.training.driver import run_training
+    from realbogus.train import train as run_training
 
     overrides = [*SMOKE_RUN_OVERRIDES, f"data.dir={data_dir}", f"label_cleaning.cache_dir={work_dir / 'cache'}"]
     with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):

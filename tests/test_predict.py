@@ -438,6 +438,28 @@ def test_command_line_writes_scores_and_nothing_else(tmp_path, run_dir, stamps):
     assert meta["operating_point"]["mode"] == "bogus_per_night" and "candidates" in done.stdout
 
 
+def test_predict_killed_while_scoring_or_writing_leaves_nothing_and_reruns_to_the_same_bytes(tmp_path, run_dir,
+                                                                                           stamps):
+    x, _ = stamps
+    np.save(tmp_path / "night.npy", x)
+    cmd = [sys.executable, "-m", "realbogus.predict", f"model={run_dir}", f"input={tmp_path / 'night.npy'}",
+           "batch_size=64", "threshold=0.5", "progress=none"]
+    env = {k: v for k, v in ENV.items() if k != "REALBOGUS_FAULT"}
+    whole = subprocess.run(cmd + [f"output={tmp_path / 'whole.csv'}"], capture_output=True, text=True, env=env)
+    assert whole.returncode == 0, whole.stderr
+    out = tmp_path / "out" / "night.csv"
+    for fault in ("scoring", "outputs"):  # mid-scoring; the scores written, not yet renamed into place
+        killed = subprocess.run(cmd + [f"output={out}"], capture_output=True, text=True,
+                                env=dict(env, REALBOGUS_FAULT=fault))
+        assert killed.returncode == -9, killed.stderr
+        assert not out.exists() and not out.with_name(out.name + ".meta.json").exists()
+    assert list(out.parent.glob(".night.*.tmp.csv"))  # a SIGKILL leaves its temporary behind ...
+    again = subprocess.run(cmd + [f"output={out}"], capture_output=True, text=True, env=env)
+    assert again.returncode == 0, again.stderr
+    assert sorted(p.name for p in out.parent.iterdir()) == ["night.csv", "night.csv.meta.json"]  # ... a rerun removes it
+    assert out.read_bytes() == (tmp_path / "whole.csv").read_bytes()
+
+
 def test_error_after_scoring_started_leaves_no_output(tmp_path, run_dir, stamps):
     x, _ = stamps
     bad = x.copy()

@@ -38,7 +38,7 @@ def tiny(cfg, data_dir: Path, steps: int = 2):
 @pytest.mark.parametrize("model", MODELS)
 @pytest.mark.parametrize("loss", LOSSES)
 def test_every_model_and_loss_trains_one_epoch(smoke_dir, tmp_path, model, loss):
-    from realbogus.training.driver import run_training
+    from realbogus.train import train as run_training
 
     cfg = tiny(compose_train([f"model={model}", f"loss={loss}", "data=smoke"]), smoke_dir)
     metrics = run_training(cfg, tmp_path)
@@ -58,7 +58,7 @@ def test_every_model_and_loss_trains_one_epoch(smoke_dir, tmp_path, model, loss)
 def test_saved_model_reloads_in_fresh_process(smoke_dir, tmp_path):
     from realbogus.data.format import open_dataset
     from realbogus.models import load_model
-    from realbogus.training.driver import run_training
+    from realbogus.train import train as run_training
 
     cfg = tiny(compose_train(["model=complex", "loss=ce", "data=smoke"]), smoke_dir)
     run_training(cfg, tmp_path)
@@ -76,8 +76,8 @@ def test_saved_model_reloads_in_fresh_process(smoke_dir, tmp_path):
 
 
 def test_interrupted_run_resumes_and_finished_run_is_not_retrained(smoke_dir, tmp_path):
-    from realbogus.training.callbacks import load_state
-    from realbogus.training.driver import run_training
+    from realbogus.training.checkpoint import load_state
+    from realbogus.train import train as run_training
 
     cfg = tiny(compose_train(["model=simple", "loss=ce", "data=smoke"]), smoke_dir)
     run_training(cfg, tmp_path)
@@ -102,7 +102,7 @@ def test_interrupted_run_resumes_and_finished_run_is_not_retrained(smoke_dir, tm
 
 def test_run_saved_before_a_simulator_option_existed_is_reused(smoke_dir, tmp_path):
     """A run_config.yaml without simulator keys added later (at their defaults) still matches."""
-    from realbogus.training.driver import run_training
+    from realbogus.train import train as run_training
 
     cfg = tiny(compose_train(["model=simple", "loss=ce", "data=smoke"]), smoke_dir)
     run_training(cfg, tmp_path)
@@ -117,7 +117,7 @@ def test_run_saved_before_a_simulator_option_existed_is_reused(smoke_dir, tmp_pa
 
 def test_changed_config_in_same_run_folder_is_refused(smoke_dir, tmp_path):
     from realbogus.errors import ConfigError
-    from realbogus.training.driver import run_training
+    from realbogus.train import train as run_training
 
     cfg = tiny(compose_train(["model=simple", "loss=ce", "data=smoke"]), smoke_dir)
     run_training(cfg, tmp_path)
@@ -128,7 +128,7 @@ def test_changed_config_in_same_run_folder_is_refused(smoke_dir, tmp_path):
 
 
 def test_same_seed_same_result(smoke_dir, tmp_path):
-    from realbogus.training.driver import run_training
+    from realbogus.train import train as run_training
 
     results = []
     for name in ("a", "b"):

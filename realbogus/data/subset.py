@@ -14,7 +14,7 @@ import numpy as np
 
 from realbogus.errors import ConfigError
 
-__all__ = ["select_training_rows", "sensor_test_rows", "subset_size"]
+__all__ = ["select_training_rows", "sensor_test_rows", "subset_size", "split_train_validation"]
 
 
 def _sensor_column(path: str | os.PathLike) -> np.ndarray:
@@ -90,3 +90,29 @@ def sensor_test_rows(subset, test_path) -> np.ndarray | None:
     if rows.size == 0:
         raise ConfigError(f"data_subset.sensors={sensors} selects no test rows of {test_path}")
     return rows
+
+
+def split_train_validation(labels: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """Split positions ``0..len(labels)-1`` into training and validation, stratified by label.
+
+    Each label value (including -1, unlabelled) keeps ``round(fraction x its count)`` samples
+    for validation, drawn with ``seed``. Returns the sorted training and validation positions.
+
+    Raises
+    ------
+    ConfigError
+        If the validation or the training part would be empty.
+    """
+    rng = np.random.default_rng(seed)
+    train, val = [], []
+    for value in np.unique(labels):
+        rows = np.flatnonzero(labels == value)
+        rng.shuffle(rows)
+        n_val = int(round(fraction * rows.size))
+        val.append(rows[:n_val])
+        train.append(rows[n_val:])
+    train, val = np.sort(np.concatenate(train)), np.sort(np.concatenate(val))
+    if val.size == 0 or train.size == 0:
+        raise ConfigError(f"trainer.validation_fraction={fraction} of {len(labels)} training rows leaves "
+                          f"{train.size} to train on and {val.size} to validate on; both must be non-empty")
+    return train, val

@@ -28,6 +28,7 @@ from realbogus.data.kinds import KIND_CODES, KIND_NAMES, true_class_of_kind
 from realbogus.errors import DataError
 from realbogus.evaluation import metrics as M
 from realbogus.evaluation.plots import plot_roc, plot_scores
+from realbogus.faults import fault_point
 from realbogus.io import atomic_write, save_csv_table, save_json, to_jsonable
 
 __all__ = [
@@ -335,6 +336,7 @@ def write_evaluation(
         write_predictions(out_dir / PREDICTIONS_FILE, predictions, kind_names)
     except ValueError as exc:
         raise DataError(f"{out_dir / PREDICTIONS_FILE}: {exc}") from None
+    fault_point("outputs")
     return write_reports(
         out_dir, read_predictions(out_dir), title=title, n_bootstrap=n_bootstrap, seed=seed, confidence=confidence,
         bogus_detections_per_night=bogus_detections_per_night, label_column=label_column,

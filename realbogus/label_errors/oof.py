@@ -14,8 +14,8 @@ Cache layout, under ``label_cleaning.cache_dir`` (default ``experiments/label_er
 
 ``<key>`` hashes the training file's identity (resolved path, size, modification time), the
 given labels (so labels with injected noise get their own stage 1) and the stage-1 settings
-(``model``, ``loss``, ``optimizer``, ``trainer``, ``folds``, ``seed``; display-only trainer
-keys excluded). Any run with the same three reuses the scores, whatever its stage-2 config;
+(``model``, ``loss``, ``optimizer``, ``schedule``, ``trainer``, ``folds``, ``seed``; the trainer
+keys that cannot change a trained model, :data:`realbogus.rundir.RESULT_NEUTRAL_KEYS`, excluded). Any run with the same three reuses the scores, whatever its stage-2 config;
 an interrupted stage 1 resumes at the fold (and epoch) where it stopped. A file lock makes
 concurrent runs that need the same stage 1 wait for one another instead of training it twice.
 """
@@ -39,9 +39,7 @@ from realbogus.io import save_csv_table, save_json
 __all__ = ["STAGE1_KEYS", "stage1_settings", "stratified_folds", "cache_key", "out_of_fold_scores", "read_oof_scores"]
 
 #: Keys of a ``label_cleaning`` config that define stage 1 (and so its cache key).
-STAGE1_KEYS = ("model", "loss", "optimizer", "trainer", "folds", "seed")
-#: Trainer keys that change only what is shown or how scoring is batched, not the scores.
-_NEUTRAL_TRAINER_KEYS = ("progress", "resume", "eval_batch_size", "n_bootstrap")
+STAGE1_KEYS = ("model", "loss", "optimizer", "schedule", "trainer", "folds", "seed")
 OOF_FILE = "oof_scores.csv"
 _FLOAT = "%.17g"  # scores round-trip exactly: confident tails stay ordered
 
@@ -99,9 +97,12 @@ def _labels_digest(labels: np.ndarray) -> str:
 
 def cache_key(train_path, labels, settings: dict) -> tuple[str, dict]:
     """The cache key of a stage 1 and the description it hashes (see the module docstring)."""
+    from realbogus.rundir import RESULT_NEUTRAL_KEYS
+
     settings = json.loads(json.dumps(settings))
-    for key in _NEUTRAL_TRAINER_KEYS:
-        settings["trainer"].pop(key, None)
+    for key in RESULT_NEUTRAL_KEYS:
+        group, name = key.split(".")
+        settings[group].pop(name, None)
     described = {
         "train_file": _file_identity(Path(train_path)),
         "labels_sha256_16": _labels_digest(np.asarray(labels)),
@@ -117,11 +118,11 @@ def _locked(path: Path):
     """Hold an exclusive lock on ``path`` (created if needed); released when the process dies too."""
     path.parent.mkdir(parents=True, exist_ok=True)
     with open(path, "a") as fh:
-        fcntl.lockf(fh, fcntl.LOCK_EX)
+        fcntl.flock(fh, fcntl.LOCK_EX)
         try:
             yield
         finally:
-            fcntl.lockf(fh, fcntl.LOCK_UN)
+            fcntl.flock(fh, fcntl.LOCK_UN)
 
 
 def _read_columns(path: Path) -> dict[str, np.ndarray]:
@@ -139,32 +140,35 @@ def read_oof_scores(path) -> dict[str, np.ndarray]:
     return out
 
 
-def _fold_config(settings: dict, fold: int, progress: str) -> DictConfig:
-    """The config :func:`realbogus.training.driver.fit_network` expects, for one fold."""
-    cfg = OmegaConf.create({k: settings[k] for k in ("model", "loss", "optimizer", "trainer")} |
+def _fold_spec(settings: dict, fold: int, progress: str):
+    """The :class:`realbogus.training.fit.FitSpec` of one fold."""
+    from realbogus.training.fit import FitSpec
+
+    cfg = OmegaConf.create({k: settings[k] for k in ("model", "loss", "optimizer", "schedule", "trainer")} |
                            {"seed": int(settings["seed"]) + fold})
     cfg.trainer.progress = progress
-    return cfg
+    return FitSpec.from_config(cfg)
 
 
 def _run_fold(settings: dict, train_path: Path, labels: np.ndarray, folds: np.ndarray, fold: int,
               fold_dir: Path, progress: str, identity: dict) -> np.ndarray:
     """Train on every fold but ``fold``, score ``fold``; return its scores (also saved in ``fold_dir``)."""
+    from realbogus.data.subset import split_train_validation
     from realbogus.evaluation.scoring import score_dataset
-    from realbogus.training.driver import fit_network, split_train_validation
+    from realbogus.training.fit import fit_network
 
     done = fold_dir / "scores.csv"
     if done.exists():
         return _read_columns(done)["oof_score"].astype(np.float64)
-    cfg = _fold_config(settings, fold, progress)
+    spec = _fold_spec(settings, fold, progress)
     held_out = np.flatnonzero(folds == fold)
     train_part = np.flatnonzero(folds != fold)
-    fit_pos, val_pos = split_train_validation(labels[train_part], float(cfg.trainer.validation_fraction), int(cfg.seed))
+    fit_pos, val_pos = split_train_validation(labels[train_part], float(spec.trainer.validation_fraction), spec.seed)
     fit_rows, val_rows = train_part[fit_pos], train_part[val_pos]
     print(f"label cleaning, stage 1: fold {fold + 1}/{int(settings['folds'])} "
           f"(training on {fit_rows.size} rows, scoring {held_out.size})", flush=True)
-    wrapper = fit_network(cfg, train_path, fit_rows, labels[fit_rows], val_rows, labels[val_rows], fold_dir)
-    pred = score_dataset(wrapper.network, train_path, batch_size=int(cfg.trainer.eval_batch_size),
+    wrapper = fit_network(spec, train_path, fit_rows, labels[fit_rows], val_rows, labels[val_rows], fold_dir)
+    pred = score_dataset(wrapper.network, train_path, batch_size=int(spec.trainer.eval_batch_size),
                          rows=held_out, progress=progress != "none")
     _check_unchanged(train_path, identity)
     save_csv_table(done, {"index": pred["index"], "oof_score": pred["score"]}, float_format=_FLOAT)

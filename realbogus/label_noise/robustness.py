@@ -1,7 +1,7 @@
 """Tables and figure of a label-noise robustness study, from its finished run folders.
 
-One row per cell (method x noise rate x seed) is read from the run folder's ``metrics.json``,
-``label_noise.json``, ``run_state.json`` and, when label cleaning is on,
+One row per cell (method x noise rate x seed) is read from its run folder (through
+:class:`realbogus.rundir.RunDir`: state, metrics), ``label_noise.json`` and, when label cleaning is on,
 ``label_error_report.json`` / ``label_errors.csv``; :func:`summarise` takes the mean and the
 spread over seeds of each method and rate; :func:`robustness_figure` draws FPR at TPR 0.9 and
 AUC against the training label-error rate.
@@ -22,12 +22,12 @@ from typing import Iterable, Mapping, Sequence
 
 import numpy as np
 
-from realbogus.io import atomic_write, save_csv_table
+from realbogus.io import atomic_write, read_json, save_csv_table
+from realbogus.rundir import RunDir
 
 __all__ = [
     "RESULT_COLUMNS",
     "SUMMARY_METRICS",
-    "cell_status",
     "read_cell",
     "summarise",
     "write_results",
@@ -50,34 +50,8 @@ SUMMARY_METRICS = ("auc", "fpr_at_tpr_0.9", "bogus_per_night", "label_error_rate
 _NAN = float("nan")
 
 
-def _load_json(path: Path) -> dict | None:
-    try:
-        with open(path) as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return None
-
-
 def _num(value) -> float:
     return _NAN if value is None else float(value)
-
-
-def cell_status(run_dir: str | os.PathLike, epochs: int | None = None) -> str:
-    """``done`` (finished and evaluated), ``running`` (started or interrupted) or ``missing``.
-
-    A run finished with fewer epochs than ``epochs`` counts as ``running``: a rerun trains on.
-    """
-    run_dir = Path(run_dir)
-    state = _load_json(run_dir / "run_state.json")
-    if state is None:
-        return "missing"
-    if state.get("status") != "done" or not (run_dir / "metrics.json").is_file():
-        return "running"
-    if epochs is not None:
-        ckpt = _load_json(run_dir / "checkpoint" / "state.json") or {}
-        if not ckpt.get("stopped") and int(ckpt.get("epoch", 0)) < int(epochs):
-            return "running"
-    return "done"
 
 
 def _suspected_rows(run_dir: Path) -> np.ndarray | None:
@@ -101,20 +75,21 @@ def read_cell(run_dir: str | os.PathLike, method: str, noise_mode: str, noise_ra
               epochs: int | None = None) -> dict:
     """The results.csv row of one cell (metrics empty unless its run is done)."""
     run_dir = Path(run_dir)
+    run = RunDir(run_dir)
     row = dict.fromkeys(RESULT_COLUMNS, _NAN)
     row.update(method=method, noise_mode=noise_mode, noise_rate=noise_rate, seed=int(seed), run_dir=str(run_dir),
-               detection_rule="", status=cell_status(run_dir, epochs))
+               detection_rule="", status=run.status(epochs))
     if row["status"] != "done":
         return row
-    metrics = _load_json(run_dir / "metrics.json") or {}
+    metrics = read_json(run.metrics_path) or {}
     row["auc"] = _num(metrics.get("auc"))
     row["fpr_at_tpr_0.9"] = _num((metrics.get("fpr_at_tpr") or {}).get("0.9", {}).get("fpr"))
     row["bogus_per_night"] = _num(metrics.get("bogus_per_night"))
-    state = _load_json(run_dir / "run_state.json") or {}
+    state = run.state() or {}
     row["epochs_trained"] = _num(state.get("epochs_trained"))
     row["wall_seconds"] = _num(state.get("wall_seconds_last_session"))
 
-    noise = _load_json(run_dir / "label_noise.json")
+    noise = read_json(run_dir / "label_noise.json")
     if noise:
         injected = noise.get("injected_rates") or {}
         row["injected_rate_bogus"] = _num(injected.get("bogus"))
@@ -132,7 +107,7 @@ def read_cell(run_dir: str | os.PathLike, method: str, noise_mode: str, noise_ra
     else:
         row["n_injected"] = 0
 
-    report = _load_json(run_dir / "label_error_report.json")
+    report = read_json(run_dir / "label_error_report.json")
     if report:
         rule = report.get("selected_rule", "")
         entry = (report.get("rules") or {}).get(rule, {})

@@ -1,95 +1,75 @@
-"""Callbacks that make a training run resumable: checkpoints, early stopping and their state.
+"""Progress display of training: a bar on a terminal, short periodic lines in logs.
 
-:class:`RunCheckpoint` keeps, in ``<run_dir>/checkpoint/``:
-
-- ``last.weights.h5``: model, optimizer and VAT-noise state after the latest finished epoch;
-- ``best.weights.h5``: the weights at the best monitored value so far;
-- ``state.json``: ``epoch`` (epochs finished), ``best``, ``best_epoch``, ``wait``, ``stopped``.
-
-Every file is written under a temporary name and renamed, so an interruption at any moment
-leaves the previous consistent state. A rerun reads ``state.json``, reloads ``last.weights.h5``
-and continues from the next epoch with the early-stopping counter where it was.
+A training epoch of the headline run takes many minutes. On a terminal Keras' progress bar
+shows it; written to a file, the bar's carriage returns fill the log, so ``progress=lines``
+(the choice of ``auto`` when the output is not a terminal) prints one short line every
+``progress_seconds`` (steps done, samples per second, running loss, time left in the epoch)
+and Keras' one-line summary at the end of each epoch.
 """
 
 from __future__ import annotations
 
-import json
-import math
-from pathlib import Path
+import os
+import sys
+import time
 
 import keras
 
-from realbogus.io import atomic_path, save_json
+__all__ = ["ProgressLines", "FaultPoints", "progress_callbacks"]
 
-__all__ = ["RunCheckpoint", "load_state"]
-
-
-def load_state(checkpoint_dir: str | Path) -> dict:
-    """Return the saved training state, or a fresh one when there is none."""
-    path = Path(checkpoint_dir) / "state.json"
-    if path.exists():
-        with open(path) as fh:
-            return json.load(fh)
-    return {"epoch": 0, "best": None, "best_epoch": None, "wait": 0, "stopped": False}
+PROGRESS = ("auto", "bar", "epoch", "lines", "none")
 
 
-class RunCheckpoint(keras.callbacks.Callback):
-    """Save the last and best weights each epoch and stop early after ``patience`` bad epochs.
+def _duration(seconds: float) -> str:
+    seconds = int(round(seconds))
+    return f"{seconds // 3600}h{seconds % 3600 // 60:02d}m" if seconds >= 3600 else f"{seconds // 60}m{seconds % 60:02d}s"
 
-    Parameters
-    ----------
-    checkpoint_dir
-        Folder for the weights and ``state.json``.
-    monitor
-        Name of the logged quantity to watch (e.g. ``val_loss``).
-    mode
-        ``min`` or ``max``.
-    patience
-        Number of epochs without improvement after which training stops.
-    state
-        State to continue from (see :func:`load_state`).
-    """
 
-    def __init__(self, checkpoint_dir, monitor: str = "val_loss", mode: str = "min", patience: int = 10, state: dict | None = None):
+class ProgressLines(keras.callbacks.Callback):
+    """Print ``epoch e/E: step s/S (p%), r samples/s, loss l, epoch ends in t`` every ``every`` seconds."""
+
+    def __init__(self, epochs: int, steps: int, batch_size: int, every: float = 60.0, stream=None):
         super().__init__()
-        if mode not in ("min", "max"):
-            raise ValueError(f"monitor_mode must be 'min' or 'max', got {mode!r}")
-        self.dir = Path(checkpoint_dir)
-        self.monitor = monitor
-        self.mode = mode
-        self.patience = int(patience)
-        self.state = dict(state or load_state(self.dir))
+        self.epochs, self.steps, self.batch_size, self.every = int(epochs), int(steps), int(batch_size), float(every)
+        self.stream = stream
 
-    @property
-    def last_path(self) -> Path:
-        return self.dir / "last.weights.h5"
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+        self.t0 = self.last = time.monotonic()
 
-    @property
-    def best_path(self) -> Path:
-        return self.dir / "best.weights.h5"
+    def on_train_batch_end(self, batch, logs=None):
+        now = time.monotonic()
+        if now - self.last < self.every:
+            return
+        self.last = now
+        done = batch + 1
+        rate = done * self.batch_size / max(now - self.t0, 1e-9)
+        left = (self.steps - done) * self.batch_size / max(rate, 1e-9)
+        loss = (logs or {}).get("loss")
+        loss_text = f", loss {float(loss):.4f}" if loss is not None else ""
+        print(f"epoch {self.epoch + 1}/{self.epochs}: step {done}/{self.steps} ({100 * done / self.steps:.0f}%), "
+              f"{rate:.0f} samples/s{loss_text}, epoch ends in {_duration(left)}",
+              file=self.stream or sys.stdout, flush=True)
 
-    def _improved(self, value: float) -> bool:
-        best = self.state["best"]
-        if best is None:
-            return True
-        return value < best if self.mode == "min" else value > best
 
-    def on_epoch_end(self, epoch, logs=None):
-        logs = logs or {}
-        if self.monitor not in logs:
-            raise KeyError(f"monitored quantity {self.monitor!r} not logged; available: {sorted(logs)}")
-        value = float(logs[self.monitor])
-        self.dir.mkdir(parents=True, exist_ok=True)
-        if math.isfinite(value) and self._improved(value):
-            self.state.update(best=value, best_epoch=epoch + 1, wait=0)
-            with atomic_path(self.best_path) as tmp:
-                self.model.save_weights(tmp)
-        else:
-            self.state["wait"] += 1
-        with atomic_path(self.last_path) as tmp:
-            self.model.save_weights(tmp)
-        self.state["epoch"] = epoch + 1
-        if self.state["wait"] >= self.patience:
-            self.state["stopped"] = True
-            self.model.stop_training = True
-        save_json(self.dir / "state.json", self.state)
+class FaultPoints(keras.callbacks.Callback):
+    """Pass :func:`realbogus.faults.fault_point` ``batch`` after every step (crash tests)."""
+
+    def on_train_batch_end(self, batch, logs=None):
+        from realbogus.faults import fault_point
+
+        fault_point("batch")
+
+
+def progress_callbacks(progress: str, epochs: int, steps: int, batch_size: int, every: float = 60.0):
+    """The callbacks and Keras ``verbose`` value for a ``trainer.progress`` setting."""
+    if progress not in PROGRESS:
+        raise ValueError(f"progress={progress!r} is not one of {', '.join(PROGRESS)}")
+    if progress == "auto":
+        progress = "bar" if sys.stdout.isatty() else "lines"
+    from realbogus.faults import ENV
+
+    extra = [FaultPoints()] if os.environ.get(ENV) else []
+    if progress == "lines":
+        return [ProgressLines(epochs, steps, batch_size, every), *extra], 2
+    return extra, {"bar": 1, "epoch": 2, "none": 0}[progress]

@@ -16,7 +16,7 @@ tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfigur
 import keras  # noqa: E402
 from hydra import compose, initialize_config_dir  # noqa: E402
 
-from realbogus.training.driver import build_optimizer, build_trainable  # noqa: E402
+from realbogus.training.fit import FitSpec, build_optimizer, build_trainable  # noqa: E402
 
 conf = Path(__file__).resolve().parents[2] / "conf"
 with initialize_config_dir(config_dir=str(conf), version_base="1.3"):
@@ -30,7 +30,7 @@ y = rng.integers(0, 2, size=64).astype("int32")
 def one_step(strategy):
     keras.utils.set_random_seed(0)
     with strategy.scope():
-        model = build_trainable(cfg)
+        model = build_trainable(FitSpec.from_config(cfg))
         model.compile(optimizer=build_optimizer(cfg.optimizer))
         model(x[:1])
     ds = tf.data.Dataset.from_tensor_slices((x, y)).batch(64)
