@@ -1,22 +1,27 @@
-"""Fast batch inference: the network rebuilt in bfloat16, run as one compiled graph per batch shape.
+"""Fast batch inference: Keras paths chosen by measurement, and ONNX Runtime sessions.
 
 What makes scoring fast on a CPU (measured by ``benchmarks/bench_inference.py``):
 
-- **bfloat16 compute** where the hardware has it (AVX512-BF16 or AMX): a copy of the network
-  under the ``mixed_bfloat16`` policy, holding the same float32 weights. The stamp
-  normalisation, the statistics inside the custom layers and the logits layer stay float32.
-  The first convolution may stay float32 too (``float32_first_layer``), sparing the normalised
-  pixels the rounding to 8 significant bits; it was measured to change the AUC by less than
-  1e-4 either way while costing the simple network, whose first convolution is 40% of its
-  work, almost half its speed, so by default it computes in bfloat16 like the rest.
+- **the faster precision, measured**: ``precision=auto`` times the float32 network and a
+  bfloat16 copy of it (:func:`reduced_precision_copy`) for a few batches each on the machine
+  at hand and keeps the faster, remembered per processor, usable cores, model content and
+  batch size by :func:`realbogus.speed.fastest`. CPU flags do not decide it: on one 2-core
+  machine with AVX512-BF16 the bfloat16 copy scored 1.8x float32, on an Intel Xeon with the
+  same flags 0.8x. In the bfloat16 copy the stamp normalisation, the statistics inside the
+  custom layers and the logits layer stay float32; the first convolution may stay float32 too
+  (``float32_first_layer``), which was measured to change the AUC by less than 1e-4 while
+  costing the simple network almost half its speed, so by default it computes in bfloat16.
 - **one traced graph with a fixed batch shape** (a ``tf.function`` with an input signature),
   called directly rather than through ``Model.predict``, so no per-call Keras machinery or
   retracing; a short last batch is padded.
 - **two batches in flight**: the graph is called from two threads at once, so the cores that
   one batch's small, poorly parallel operations (pooling, normalisation statistics, gates)
-  leave idle work on the other batch (on two cores 2-5% more stamps/s than one batch at a time).
+  leave idle work on the other batch.
 - **reading overlapped with computing**: the next block of stamps is read in a background
-  thread (file reads and NumPy release the GIL) while TensorFlow works on the current one.
+  thread (file reads and NumPy release the GIL) while the network works on the current one.
+- **ONNX Runtime** (:class:`OnnxScorer`, for ``.onnx`` exports, float32 or static int8): all
+  graph optimisations (constant folding, convolution + activation fusion, int8 kernels for
+  the quantised convolutions), one intra-op thread per usable core.
 
 XLA compilation (``jit_compile``) was measured slower on CPU for these convolutions and is off
 by default.
@@ -24,10 +29,14 @@ by default.
 
 from __future__ import annotations
 
+import hashlib
+import json
 import queue
+import sys
 import threading
+import time
 from concurrent.futures import ThreadPoolExecutor
-from typing import Iterable, Iterator
+from typing import Callable, Iterable, Iterator
 
 import numpy as np
 
@@ -35,8 +44,9 @@ from realbogus.errors import ConfigError
 
 __all__ = [
     "PRECISIONS",
-    "cpu_has_bfloat16",
+    "AUTO_BATCHES",
     "resolve_precision",
+    "model_content",
     "reduced_precision_copy",
     "Scorer",
     "OnnxScorer",
@@ -44,33 +54,44 @@ __all__ = [
 ]
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
-_BF16_FLAGS = ("avx512_bf16", "amx_bf16")
-
-
-def cpu_has_bfloat16() -> bool:
-    """Whether the CPU has native bfloat16 arithmetic (AVX512-BF16 or AMX-BF16; Linux only)."""
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("flags"):
-                    flags = set(line.split(":", 1)[1].split())
-                    return any(f in flags for f in _BF16_FLAGS)
-    except OSError:
-        pass
-    return False
+#: Batches (per stream) timed for each candidate precision by ``precision=auto``, after one warm-up.
+AUTO_BATCHES = 2
 
 
 def resolve_precision(precision: str) -> str:
-    """``float32`` or ``mixed_bfloat16`` for a requested precision (``auto``: bfloat16 if native)."""
+    """Check ``precision``; ``auto`` stays ``auto`` (a :class:`Scorer` decides it by measurement)."""
     if precision not in PRECISIONS:
         raise ConfigError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}")
-    if precision != "auto":
-        return precision
-    import tensorflow as tf
+    return precision
 
-    if tf.config.list_physical_devices("GPU") or cpu_has_bfloat16():
-        return "mixed_bfloat16"
-    return "float32"
+
+def model_content(network) -> str:
+    """Sixteen hex digits of the SHA-256 of ``network``'s architecture and weights.
+
+    Part of the key under which the measured scoring precision is remembered: another model,
+    or the same architecture with other weights, is measured again.
+    """
+    h = hashlib.sha256(json.dumps(network.get_config(), sort_keys=True, default=str).encode())
+    for w in network.get_weights():
+        w = np.ascontiguousarray(w)
+        h.update(f"{w.dtype}{w.shape}".encode())
+        h.update(w.tobytes())
+    return h.hexdigest()[:16]
+
+
+def _timing_stamps(n: int) -> np.ndarray:
+    """Count-like stamps for timing (content barely matters to the speed; no NaN, no flat channel)."""
+    rng = np.random.default_rng(0)
+    sky = rng.uniform(50, 5000, (n, 1, 1, 3))
+    return (sky + rng.normal(0, 1, (n, 29, 29, 3)) * np.sqrt(sky)).astype(np.float32)
+
+
+def _measure_rate(name: str, run: Callable[[np.ndarray], np.ndarray], stamps: np.ndarray) -> float:
+    """Stamps per second of ``run`` (one candidate path, ``name``) on ``stamps``, after a warm-up."""
+    run(stamps[: max(1, len(stamps) // AUTO_BATCHES)])  # traces the graph, allocates
+    t0 = time.perf_counter()
+    run(stamps)
+    return len(stamps) / (time.perf_counter() - t0)
 
 
 def _clone_with_policy(model, policy: str, keep_float32):
@@ -129,36 +150,70 @@ class Scorer:
     batch_size
         Stamps per graph call; blocks are cut and the last batch padded to it.
     precision
-        ``auto``, ``float32`` or ``mixed_bfloat16`` (see :func:`resolve_precision`).
+        ``float32``, ``mixed_bfloat16``, or ``auto``: both timed on :data:`AUTO_BATCHES`
+        batches per stream and the faster kept, remembered per processor, usable cores,
+        :func:`model_content`, batch size and graph options (:func:`realbogus.speed.fastest`).
     jit_compile
         Compile the graph with XLA.
     float32_first_layer
         Keep the body's first layer in float32 under bfloat16 (see :func:`reduced_precision_copy`).
     streams
         Batches computed at the same time, each from its own thread.
+
+    Attributes
+    ----------
+    precision : str
+        The precision in use (never ``auto``).
+    auto : realbogus.speed.Choice or None
+        Under ``precision=auto``: the measured (or cached) rates and the choice.
     """
 
     def __init__(self, network, batch_size: int = 512, precision: str = "auto", jit_compile: bool = False,
                  float32_first_layer: bool = False, streams: int = 2):
-        import tensorflow as tf
-
         self.batch_size = int(batch_size)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size={batch_size!r} must be a positive integer")
         self.streams = max(1, int(streams))
         self._pool = ThreadPoolExecutor(self.streams, thread_name_prefix="scorer") if self.streams > 1 else None
-        self.precision = resolve_precision(precision)
-        if self.precision == "float32":
-            self.network = network
-        else:
-            self.network = reduced_precision_copy(network, self.precision, float32_first_layer)
-        spec = tf.TensorSpec((self.batch_size, *network.input_shape[1:]), tf.float32)
-        net = self.network
-        self._call = tf.function(lambda x: tf.cast(net(x, training=False), tf.float32),
-                                 input_signature=[spec], jit_compile=bool(jit_compile))
+        self._options = (bool(jit_compile), bool(float32_first_layer))
+        self.auto = None
+        precision = resolve_precision(precision)
+        if precision != "auto":
+            self.precision = precision
+            self.network, self._call = self._build(network, precision)
+            return
+        from realbogus import speed
 
-    def logits(self, stamps: np.ndarray) -> np.ndarray:
-        """float32 (n, 2) logits of float32 (n, 29, 29, 3) stamps."""
+        built: dict = {}
+
+        def candidate(name: str):
+            def measure() -> float:
+                built[name] = self._build(network, name)
+                stamps = _timing_stamps(self.batch_size * self.streams * AUTO_BATCHES)
+                return _measure_rate(name, lambda x: self._run(built[name][1], x), stamps)
+            return measure
+
+        work = {"model": model_content(network), "batch": self.batch_size, "streams": self.streams,
+                "jit_compile": self._options[0], "float32_first_layer": self._options[1]}
+        self.auto = speed.fastest("precision", work, {p: candidate(p) for p in PRECISIONS if p != "auto"},
+                                  announce=lambda line: print(line, file=sys.stderr, flush=True))
+        self.precision = self.auto.choice
+        self.network, self._call = built.get(self.precision) or self._build(network, self.precision)
+
+    def _build(self, network, precision: str):
+        """(network, traced call) of ``network`` in ``precision``."""
+        import tensorflow as tf
+
+        if precision == "float32":
+            net = network
+        else:
+            net = reduced_precision_copy(network, precision, self._options[1])
+        spec = tf.TensorSpec((self.batch_size, *network.input_shape[1:]), tf.float32)
+        call = tf.function(lambda x: tf.cast(net(x, training=False), tf.float32),
+                           input_signature=[spec], jit_compile=self._options[0])
+        return net, call
+
+    def _run(self, call, stamps: np.ndarray) -> np.ndarray:
         stamps = np.asarray(stamps, dtype=np.float32)
         n = stamps.shape[0]
         out = np.empty((n, 2), np.float32)
@@ -169,7 +224,7 @@ class Scorer:
             k = part.shape[0]
             if k < b:
                 part = np.concatenate([part, np.zeros((b - k, *part.shape[1:]), np.float32)])
-            out[start:start + k] = self._call(part).numpy()[:k]
+            out[start:start + k] = call(part).numpy()[:k]
 
         starts = range(0, n, b)
         if self._pool is None or len(starts) < 2:
@@ -179,6 +234,10 @@ class Scorer:
             for done in self._pool.map(one, starts):  # re-raises the first error
                 pass
         return out
+
+    def logits(self, stamps: np.ndarray) -> np.ndarray:
+        """float32 (n, 2) logits of float32 (n, 29, 29, 3) stamps."""
+        return self._run(self._call, stamps)
 
     def scores(self, stamps: np.ndarray) -> np.ndarray:
         """float64 probabilities of real (see :func:`realbogus.evaluation.scoring.scores_from_logits`)."""
@@ -192,7 +251,10 @@ class OnnxScorer:
 
     Needs ``onnxruntime`` only: neither TensorFlow nor Keras is imported. The model must take
     ``stamps`` (float32 [batch, 29, 29, 3], raw counts) and give ``logits`` (float32 [batch, 2]),
-    as :func:`realbogus.deploy.export.export_onnx` writes it.
+    as :func:`realbogus.deploy.export.export_onnx` writes it (float32, or int8 with
+    ``calibrate=``). The session applies every graph optimisation ONNX Runtime has
+    (``ORT_ENABLE_ALL``: constant folding, fusions, int8 kernels for quantised convolutions)
+    and runs one intra-op thread per usable core, operators one after another.
 
     Parameters
     ----------
@@ -200,27 +262,32 @@ class OnnxScorer:
         The ``.onnx`` file.
     batch_size
         Stamps per call of the session (the batch axis is dynamic, so no padding is needed).
+    threads
+        Intra-op threads (default: the cores this process may use).
 
     Attributes
     ----------
     metadata : dict of str
-        The model's ``metadata_props`` (``model_card`` JSON, ``model_version``).
+        The model's ``metadata_props`` (``model_card`` JSON, ``model_version``, ``precision``).
     precision : str
-        Always ``float32``.
+        ``float32``, or ``int8`` for a statically quantised export.
     """
 
-    precision = "float32"
-
-    def __init__(self, path, batch_size: int = 512):
+    def __init__(self, path, batch_size: int = 512, threads: int | None = None):
         import onnxruntime as ort
 
         from realbogus.errors import DataError
+        from realbogus.speed import usable_cores
 
         self.batch_size = int(batch_size)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size={batch_size!r} must be a positive integer")
         options = ort.SessionOptions()
         options.log_severity_level = 3  # warnings about unused initialisers are not the user's concern
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+        options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+        options.intra_op_num_threads = int(threads or usable_cores())
+        options.inter_op_num_threads = 1
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ONNX Runtime raises its own exception types for unreadable models
@@ -232,6 +299,8 @@ class OnnxScorer:
             raise DataError(f"{path}: expected input 'stamps' and output 'logits', found inputs {inputs}, "
                             f"outputs {outputs} (export with python -m realbogus.deploy.export)")
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.precision = self.metadata.get("precision") or "float32"
+        self.auto = None
 
     def logits(self, stamps: np.ndarray) -> np.ndarray:
         """float32 (n, 2) logits of float32 (n, 29, 29, 3) stamps."""
@@ -241,6 +310,13 @@ class OnnxScorer:
             part = stamps[start:start + self.batch_size]
             out[start:start + part.shape[0]] = self.session.run(["logits"], {"stamps": part})[0]
         return out
+
+    def scores(self, stamps: np.ndarray) -> np.ndarray:
+        """float64 probabilities of real (``sigmoid(logit_real - logit_bogus)``)."""
+        from scipy.special import expit
+
+        logits = self.logits(stamps).astype(np.float64)
+        return expit(logits[:, 1] - logits[:, 0])
 
 
 _DONE = object()

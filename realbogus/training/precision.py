@@ -5,23 +5,21 @@ variables. Which is faster depends on the processor, not on its feature flags: o
 machine with AVX-512 bf16 instructions the bfloat16 step ran 1.8x the float32 step, on another
 0.8x. ``auto`` therefore times a few training steps of the actual model and objective in both
 precisions on the machine at hand and keeps the faster; the result is cached per processor,
-model, objective and batch size in ``$REALBOGUS_CACHE_DIR`` (default ``~/.cache/realbogus``),
-``precision.json``. A resumed run keeps the precision it started with (recorded in its checkpoint).
+model, objective and batch size by :func:`realbogus.speed.fastest` (``speed.json`` in
+``$REALBOGUS_CACHE_DIR``, default ``~/.cache/realbogus``; the same mechanism chooses the scoring
+path of ``predict``). A resumed run keeps the precision it started with (recorded in its
+checkpoint).
 """
 
 from __future__ import annotations
 
 import contextlib
-import hashlib
-import json
-import os
-import platform
 import time
 from pathlib import Path
 from typing import Iterator
 
+from realbogus import speed
 from realbogus.errors import ConfigError
-from realbogus.io import save_json
 
 __all__ = ["PRECISIONS", "precision_policy", "resolve_precision", "measure_step_rates", "cache_path"]
 
@@ -43,35 +41,25 @@ def precision_policy(name: str) -> Iterator[None]:
         keras.mixed_precision.set_global_policy(previous)
 
 
-def _processor() -> str:
-    try:
-        with open("/proc/cpuinfo") as fh:
-            for line in fh:
-                if line.startswith("model name"):
-                    return line.split(":", 1)[1].strip()
-    except OSError:
-        pass
-    return platform.processor() or platform.machine()
-
-
 def cache_path() -> Path:
-    return Path(os.environ.get("REALBOGUS_CACHE_DIR", Path.home() / ".cache" / "realbogus")) / "precision.json"
+    """The file remembering the measured choices (shared with scoring: :func:`realbogus.speed.cache_path`)."""
+    return speed.cache_path()
 
 
-def _key(spec) -> str:
+def _work(spec) -> dict:
+    """What the step rates depend on besides the processor: model, active loss terms, batch size."""
     from omegaconf import OmegaConf
 
-    what = {"cpu": _processor(), "cores": os.cpu_count(), "model": OmegaConf.to_container(spec.model, resolve=True),
+    return {"model": OmegaConf.to_container(spec.model, resolve=True),
             "terms": [bool(float(spec.loss.get(k, 0) or 0)) for k in ("lambda_ce", "lambda_ech", "lambda_lds")],
             "batch": int(spec.trainer.batch_size)}
-    return hashlib.sha256(json.dumps(what, sort_keys=True).encode()).hexdigest()[:16]
 
 
-def measure_step_rates(spec, steps: int = 3) -> dict[str, float]:
-    """Training samples per second of ``spec``'s model and objective in each precision.
+def _step_rate(spec, name: str, steps: int = 3) -> float:
+    """Training samples per second of ``spec``'s model and objective in precision ``name``.
 
-    Each precision builds the model, traces the step, runs one warm-up step and then times
-    ``steps`` steps on random stamps of the configured batch size.
+    Builds the model, traces the step, runs one warm-up step and times ``steps`` steps on
+    random stamps of the configured batch size.
     """
     import keras
     import numpy as np
@@ -82,18 +70,21 @@ def measure_step_rates(spec, steps: int = 3) -> dict[str, float]:
     rng = np.random.default_rng(0)
     x = rng.normal(100.0, 10.0, (batch, 29, 29, 3)).astype(np.float32)
     y = (np.arange(batch) % 2).astype(np.int32)
-    rates = {}
-    for name in PRECISIONS:
-        with precision_policy(name):
-            model = build_trainable(spec)
-            model.compile(optimizer=build_optimizer(spec.optimizer))
+    with precision_policy(name):
+        model = build_trainable(spec)
+        model.compile(optimizer=build_optimizer(spec.optimizer))
+        model.train_on_batch(x, y)
+        t0 = time.perf_counter()
+        for _ in range(steps):
             model.train_on_batch(x, y)
-            t0 = time.perf_counter()
-            for _ in range(steps):
-                model.train_on_batch(x, y)
-            rates[name] = steps * batch / (time.perf_counter() - t0)
-        keras.backend.clear_session()
-    return rates
+        rate = steps * batch / (time.perf_counter() - t0)
+    keras.backend.clear_session()
+    return rate
+
+
+def measure_step_rates(spec, steps: int = 3) -> dict[str, float]:
+    """Training samples per second of ``spec``'s model and objective in each precision."""
+    return {name: _step_rate(spec, name, steps) for name in PRECISIONS}
 
 
 def resolve_precision(requested: str, spec) -> str:
@@ -102,23 +93,7 @@ def resolve_precision(requested: str, spec) -> str:
         return requested
     if requested != "auto":
         raise ConfigError(f"trainer.precision={requested!r} is not one of {', '.join(PRECISIONS)}, auto")
-    path, key = cache_path(), _key(spec)
-    try:
-        cache = json.loads(path.read_text())
-    except (OSError, ValueError):
-        cache = {}
-    if key not in cache:
-        print("trainer.precision=auto: timing a few training steps in float32 and bfloat16 ...", flush=True)
-        rates = measure_step_rates(spec)
-        best = max(rates, key=rates.get)
-        cache[key] = {"choice": best, "samples_per_s": {k: round(v, 1) for k, v in rates.items()},
-                      "cpu": _processor(), "model": str(spec.model.name), "batch": int(spec.trainer.batch_size)}
-        try:
-            save_json(path, cache)
-        except OSError:
-            pass  # an unwritable cache only costs the measurement next time
-    entry = cache[key]
-    rates = entry["samples_per_s"]
-    print(f"trainer.precision=auto: {entry['choice']} ({rates['float32']:.0f} samples/s float32, "
-          f"{rates['mixed_bfloat16']:.0f} bfloat16 on this processor)", flush=True)
-    return str(entry["choice"])
+    candidates = {name: (lambda name=name: _step_rate(spec, name)) for name in PRECISIONS}
+    choice = speed.fastest("trainer.precision", _work(spec), candidates,
+                           announce=lambda line: print(line, flush=True))
+    return choice.choice

@@ -1,0 +1,119 @@
+"""Choosing the fastest path by measurement: the shared cache, scoring and training precision."""
+
+from __future__ import annotations
+
+import json
+
+import numpy as np
+import pytest
+
+from realbogus import speed
+
+
+@pytest.fixture(autouse=True)
+def cache_dir(tmp_path, monkeypatch):
+    monkeypatch.setenv("REALBOGUS_CACHE_DIR", str(tmp_path / "cache"))
+    return tmp_path / "cache"
+
+
+def counting(rates: dict):
+    """Candidates returning fixed rates, and the list of the names measured."""
+    calls: list[str] = []
+
+    def make(name):
+        def measure():
+            calls.append(name)
+            return rates[name]
+        return measure
+
+    return {name: make(name) for name in rates}, calls
+
+
+def test_fastest_measures_once_then_answers_from_the_cache(cache_dir):
+    candidates, calls = counting({"a": 10.0, "b": 30.0, "c": 20.0})
+    first = speed.fastest("thing", {"model": "m1", "batch": 8}, candidates, announce=None)
+    assert first.choice == "b" and first.measured and sorted(calls) == ["a", "b", "c"]
+    again = speed.fastest("thing", {"model": "m1", "batch": 8}, candidates, announce=None)
+    assert again.choice == "b" and not again.measured and len(calls) == 3  # not measured again
+    entry = next(iter(json.loads((cache_dir / "speed.json").read_text()).values()))
+    assert entry["choice"] == "b" and entry["cpu"] == speed.processor() and entry["cores"] == speed.usable_cores()
+    # other work (another model, another batch size) is measured on its own
+    slow_b, calls2 = counting({"a": 10.0, "b": 1.0, "c": 20.0})
+    assert speed.fastest("thing", {"model": "m2", "batch": 8}, slow_b, announce=None).choice == "c"
+    assert speed.fastest("thing", {"model": "m1", "batch": 16}, slow_b, announce=None).choice == "c"
+    assert len(calls2) == 6
+    assert speed.fastest("thing", {"model": "m1", "batch": 8}, slow_b, announce=None).choice == "b"  # cached
+
+
+def test_fastest_survives_a_corrupt_cache_and_a_vanished_choice(cache_dir):
+    cache_dir.mkdir()
+    (cache_dir / "speed.json").write_text("{not json")
+    candidates, calls = counting({"x": 2.0, "y": 1.0})
+    assert speed.fastest("k", {}, candidates, announce=None).choice == "x" and calls == ["x", "y"]
+    # the cached choice is no longer offered: measure again
+    fewer, calls2 = counting({"y": 1.0, "z": 5.0})
+    assert speed.fastest("k", {}, fewer, announce=None).choice == "z" and calls2 == ["y", "z"]
+
+
+@pytest.fixture(scope="module")
+def tiny_network():
+    import keras
+
+    from realbogus.models import build_model
+
+    keras.utils.set_random_seed(0)
+    return build_model({"name": "simple", "conv_filters": [4, 4], "dense_units": [8]})
+
+
+def test_scorer_auto_follows_measured_rates_and_caches_them(tiny_network, monkeypatch):
+    import realbogus.deploy.inference as I
+
+    fake = {"float32": 100.0, "mixed_bfloat16": 250.0}
+    calls: list[str] = []
+
+    def measure(name, run, stamps):
+        out = run(stamps[:3])  # the candidate path really runs
+        assert out.shape == (3, 2) and np.isfinite(out).all()
+        calls.append(name)
+        return fake[name]
+
+    monkeypatch.setattr(I, "_measure_rate", measure)
+    first = I.Scorer(tiny_network, batch_size=4, precision="auto")
+    assert first.precision == "mixed_bfloat16" and first.auto.measured and sorted(calls) == sorted(fake)
+    again = I.Scorer(tiny_network, batch_size=4, precision="auto")
+    assert again.precision == "mixed_bfloat16" and not again.auto.measured and len(calls) == 2
+    # the choice is the faster path on this machine, whichever it is: CPU flags play no part
+    fake.update({"float32": 300.0})
+    assert I.Scorer(tiny_network, batch_size=8, precision="auto").precision == "float32"  # new batch size
+    assert len(calls) == 4
+    x = np.random.default_rng(0).normal(100, 5, (5, 29, 29, 3)).astype(np.float32)
+    np.testing.assert_allclose(again.logits(x), tiny_network.predict(x, verbose=0), atol=0.1)
+
+
+def test_scorer_auto_key_follows_model_content(tiny_network):
+    import keras
+
+    from realbogus.deploy.inference import model_content
+    from realbogus.models import build_model
+
+    keras.utils.set_random_seed(1)
+    other = build_model({"name": "simple", "conv_filters": [4, 4], "dense_units": [8]})
+    assert model_content(tiny_network) == model_content(tiny_network)
+    assert model_content(other) != model_content(tiny_network)  # same architecture, other weights
+
+
+def test_training_precision_auto_uses_the_shared_cache(monkeypatch, cache_dir, capsys):
+    from omegaconf import OmegaConf
+
+    import realbogus.training.precision as TP
+
+    spec = OmegaConf.create({"model": {"name": "simple"}, "loss": {"lambda_ce": 1.0},
+                             "trainer": {"batch_size": 32}})
+    calls: list[str] = []
+    monkeypatch.setattr(TP, "_step_rate", lambda s, name, steps=3: calls.append(name) or
+                        {"float32": 50.0, "mixed_bfloat16": 40.0}[name])
+    assert TP.resolve_precision("auto", spec) == "float32" and len(calls) == 2
+    assert TP.resolve_precision("auto", spec) == "float32" and len(calls) == 2
+    assert TP.cache_path() == speed.cache_path() and TP.cache_path().is_file()
+    assert "trainer.precision=auto" in capsys.readouterr().out
+    assert TP.resolve_precision("mixed_bfloat16", spec) == "mixed_bfloat16"
