@@ -146,3 +146,82 @@ def test_model_version_is_stable_across_reloads_and_tracks_content(model_path, n
     weights[0].flat[0] += 1e-3
     changed.set_weights(weights)
     assert model_version(changed, card) != version
+
+
+# ----------------------------------------------------------------------------- static int8
+@pytest.fixture(scope="module")
+def calibration_file(tmp_path_factory) -> Path:
+    """Count-like training stamps, unlabelled (so the int8 check compares scores only)."""
+    path = tmp_path_factory.mktemp("calib") / "train.npz"
+    np.savez(path, images=stamps(300, seed=11))
+    return path
+
+
+@pytest.fixture(scope="module")
+def int8_export(tmp_path_factory, model_path, calibration_file):
+    import realbogus.deploy.export as E
+
+    out = tmp_path_factory.mktemp("int8") / "model.int8.onnx"
+    report = E.export_onnx(model_path, out, calibrate=calibration_file, calibration_rows=150, check_rows=200)
+    return out, report
+
+
+def test_int8_export_scores_close_to_float32_and_says_how_close(int8_export, network):
+    import onnx
+
+    from realbogus.deploy.inference import OnnxScorer
+    from realbogus.evaluation.scoring import scores_from_logits
+
+    path, report = int8_export
+    q = report["int8"]
+    assert q["n_check_stamps"] == 150 and q["max_score_difference"] <= q["score_tolerance"] == 0.05
+    assert "auc_difference" not in q  # an unlabelled check set: scores only
+    assert "150 stamps, one in 2" in q["calibration_set"]  # spread over all 300
+    proto = onnx.load(str(path))
+    ops = {n.op_type for n in proto.graph.node}
+    assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
+    assert any(init.data_type == onnx.TensorProto.INT8 for init in proto.graph.initializer)  # int8 weights
+    scorer = OnnxScorer(path, batch_size=16)
+    assert scorer.precision == "int8"
+    card = json.loads(scorer.metadata["model_card"])
+    assert card["onnx_export"]["int8"]["max_score_difference"] == q["max_score_difference"]
+    x = stamps(40, seed=12)
+    got = scores_from_logits(scorer.logits(x))
+    want = scores_from_logits(network.predict(x, verbose=0))
+    diff = np.abs(got - want)
+    assert diff.max() < 0.05 and diff.mean() < 0.02
+    assert diff.max() > 0  # really quantised: not the float32 graph
+
+
+def test_int8_export_refused_beyond_tolerance_leaves_nothing(tmp_path, model_path, calibration_file):
+    import realbogus.deploy.export as E
+
+    out = tmp_path / "out" / "model.int8.onnx"
+    out.parent.mkdir()
+    with pytest.raises(DataError, match="not written, int8 scores differ from float32 by up to") as info:
+        E.export_onnx(model_path, out, calibrate=calibration_file, calibration_rows=64, check_rows=64,
+                      score_tolerance=1e-9)
+    assert "\n" not in str(info.value)
+    assert list(out.parent.iterdir()) == []
+    # a labelled check set: an AUC tolerance below any difference refuses too
+    x = stamps(64, seed=13)
+    np.savez(tmp_path / "check.npz", images=x, label=np.arange(64) % 2)
+    with pytest.raises(DataError, match=r"AUC [-+]"):
+        E.export_onnx(model_path, out, calibrate=calibration_file, check=tmp_path / "check.npz",
+                      calibration_rows=64, check_rows=64, score_tolerance=1.0, auc_tolerance=-1.0)
+    assert list(out.parent.iterdir()) == []
+    with pytest.raises(DataError, match="no such file"):
+        E.export_onnx(model_path, out, calibrate=tmp_path / "missing.h5")
+
+
+def test_predict_scores_with_an_int8_model(tmp_path, int8_export, network):
+    from realbogus.evaluation.scoring import scores_from_logits
+    from realbogus.predict import predict_file
+
+    path, report = int8_export
+    x = stamps(20, seed=14)
+    np.save(tmp_path / "night.npy", x)
+    meta = predict_file(path, tmp_path / "night.npy", tmp_path / "s.csv", batch_size=8)
+    assert meta["model_format"] == "onnx" and meta["precision"] == "int8"
+    data = np.genfromtxt(tmp_path / "s.csv", delimiter=",", names=True, dtype=None, encoding="utf-8")
+    assert np.abs(data["score"] - scores_from_logits(network.predict(x, verbose=0))).max() < 0.05

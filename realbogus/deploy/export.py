@@ -2,6 +2,7 @@
 
     python -m realbogus.deploy.export MODEL OUT_DIR [--overwrite]          # SavedModel folder
     python -m realbogus.deploy.export MODEL model.onnx [--overwrite] [--check STAMPS]
+    python -m realbogus.deploy.export MODEL model.int8.onnx --calibrate TRAIN.h5 [--check LABELLED.h5]
 
 ``MODEL`` is a run folder or a ``.keras`` file; the output's suffix chooses the format. Both
 take ``stamps``, float32 (batch, 29, 29, 3) raw counts, channels last (new, ref, diff), with the
@@ -24,11 +25,25 @@ as ONNX nodes in float64. The card (with the model version and an ``onnx_export`
 check set, measured differences) is stored in the model's ``metadata_props`` as ``model_card``,
 the version as ``model_version``. Before anything is written the ONNX model is run by ONNX Runtime
 on a check set - :func:`check_stamps` (256 synthetic count-like stamps spanning sky levels from 1
-to 10^4 ADU, faint to saturated sources, flat channels and negative counts), or the first 1,024
-stamps of ``--check`` - and compared with the Keras network: if any score differs by more than
-:data:`SCORE_TOLERANCE` or any logit by more than :data:`LOGIT_TOLERANCE` x max(1, |logit|), the
-export stops with one line and leaves nothing on disk. ``python -m realbogus.predict
-model=model.onnx`` scores with ONNX Runtime alone.
+to 10^4 ADU, faint to saturated sources, flat channels and negative counts), or 1,024 stamps
+spread evenly over ``--check`` - and compared with the Keras network: if any score differs by
+more than :data:`SCORE_TOLERANCE` or any logit by more than :data:`LOGIT_TOLERANCE` x
+max(1, |logit|), the export stops with one line and leaves nothing on disk. ``python -m
+realbogus.predict model=model.onnx`` scores with ONNX Runtime alone.
+
+Static int8 (``--calibrate FILE``): the converted network is quantised by ONNX Runtime
+(``quantize_static``, QDQ format, which ONNX Runtime fuses into integer convolutions: unsigned
+8-bit activations, signed 8-bit weights per output channel, the u8 x s8 products that VNNI
+instructions compute) after its activation ranges were calibrated (min-max) on
+:data:`CALIBRATION_ROWS` stamps spread evenly over ``FILE`` (training stamps: never the test
+split). Only the convolutions and matrix products are quantised; the per-stamp normalisation,
+FRN statistics, gates and the score outputs stay float32/float64. It is then compared with the
+float32 ONNX model on :data:`INT8_CHECK_ROWS` stamps spread evenly over ``--check`` (default:
+over the calibration file; a held-out labelled file is the better check): the export is refused, with nothing written, if any score
+differs by more than :data:`INT8_SCORE_TOLERANCE` or, when the check set is labelled, the AUC
+differs by more than :data:`INT8_AUC_TOLERANCE`. The card's ``onnx_export.int8`` section and
+the printed line state the largest score difference and both AUCs; the model's metadata has
+``precision`` = ``int8``.
 """
 
 from __future__ import annotations
@@ -46,8 +61,9 @@ import numpy as np
 
 from realbogus.errors import DataError, report_errors
 
-__all__ = ["SCORE_TOLERANCE", "LOGIT_TOLERANCE", "ONNX_OPSET", "check_stamps", "export_saved_model", "export_onnx",
-           "main"]
+__all__ = ["SCORE_TOLERANCE", "LOGIT_TOLERANCE", "ONNX_OPSET", "CALIBRATION_ROWS", "INT8_CHECK_ROWS",
+           "INT8_SCORE_TOLERANCE", "INT8_AUC_TOLERANCE", "check_stamps", "spread_stamps", "quantize_int8",
+           "export_saved_model", "export_onnx", "main"]
 
 SIGNATURE = "serving_default"
 #: Largest accepted difference between ONNX Runtime's and Keras' probability of real.
@@ -56,6 +72,18 @@ SCORE_TOLERANCE = 1e-4
 LOGIT_TOLERANCE = 1e-4
 ONNX_OPSET = 15
 _CHECK_ROWS = 1024
+#: Stamps (spread evenly over the ``calibrate`` file) on which int8 activation ranges are calibrated.
+CALIBRATION_ROWS = 2048
+#: Stamps (spread evenly over ``check``) on which the int8 model is compared with float32.
+INT8_CHECK_ROWS = 8192
+#: Largest accepted difference between the int8 and the float32 probability of real. Rounding
+#: every convolution's input and weights to 8 bits moves a score by up to a few 1e-3 typically;
+#: a larger difference means a badly calibrated range (an outlier stamp, too few stamps).
+INT8_SCORE_TOLERANCE = 0.05
+#: Largest accepted AUC difference int8 - float32 on a labelled check set.
+INT8_AUC_TOLERANCE = 1e-3
+#: Operators quantised: the convolutions and matrix products carry nearly all the arithmetic.
+INT8_OPS = ("Conv", "MatMul", "Gemm")
 
 
 def _network_and_card(model, card: dict | None):
@@ -220,18 +248,129 @@ def _parity(proto, network, stamps: np.ndarray, temperature: float | None) -> di
     return report
 
 
-def _check_set(check: str | os.PathLike | None) -> tuple[np.ndarray, str]:
-    if check is None:
-        return check_stamps(), "check_stamps(256, seed=0): synthetic"
+def spread_stamps(path: str | os.PathLike, rows: int) -> tuple[np.ndarray, np.ndarray | None, str]:
+    """Up to ``rows`` stamps spread evenly over ``path``, their labels (None if unlabelled), a description.
+
+    Every ``ceil(n / rows)``-th stamp, read block by block (so a file ordered by class or sensor
+    still gives a mixed sample); masked pixels are filled. ``path`` is any input of
+    ``realbogus.predict`` but alerts.
+    """
     from realbogus.data.loaders import open_stamps
 
-    with open_stamps(check) as src:
-        stamps, _ = next(src.iter_blocks(_CHECK_ROWS, "fill"))
-    return stamps, f"{check}: first {len(stamps)} stamps (masked pixels filled)"
+    with open_stamps(path) as src:
+        if src.n == 0:
+            raise DataError(f"{path}: holds no stamps")
+        step = -(-src.n // int(rows))
+        parts, labels, start = [], [], 0
+        has_labels = "label" in src.columns
+        for images, cols in src.iter_blocks(4096, "fill"):
+            keep = np.arange((-start) % step, len(images), step)
+            parts.append(images[keep])
+            if has_labels:
+                labels.append(np.asarray(cols["label"])[keep])
+            start += len(images)
+    stamps = np.concatenate(parts)
+    y = np.concatenate(labels).astype(int) if has_labels else None
+    if y is not None and not ((y == 1).any() and (y == 0).any()):
+        y = None  # one class only: no AUC
+    return stamps, y, f"{path}: {len(stamps)} stamps, one in {step} (masked pixels filled)"
+
+
+def _check_set(check: str | os.PathLike | None, rows: int = _CHECK_ROWS):
+    """(stamps, labels or None, description) to compare an export on."""
+    if check is None:
+        return check_stamps(), None, "check_stamps(256, seed=0): synthetic"
+    return spread_stamps(check, rows)
+
+
+def _session(proto, optimise: bool = True):
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    options.log_severity_level = 3
+    if optimise:
+        options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    return ort.InferenceSession(proto.SerializeToString(), sess_options=options, providers=["CPUExecutionProvider"])
+
+
+def _onnx_scores(session, stamps: np.ndarray, batch: int = 512) -> np.ndarray:
+    return np.concatenate([session.run(["score"], {"stamps": stamps[s:s + batch]})[0]
+                           for s in range(0, len(stamps), batch)])
+
+
+def quantize_int8(proto, calibration: np.ndarray, method: str = "minmax"):
+    """``proto`` (stamps -> logits, float32) with convolutions and matrix products in static int8.
+
+    Parameters
+    ----------
+    proto
+        The converted network (``onnx.ModelProto``), before the score outputs are appended.
+    calibration
+        float32 (n, 29, 29, 3) stamps on which the activation ranges are calibrated.
+    method
+        Calibration: ``minmax``, ``entropy`` or ``percentile`` (99.999%).
+
+    Returns
+    -------
+    onnx.ModelProto
+        QDQ-format model: activations uint8 (asymmetric), weights int8 per output channel.
+    """
+    import onnx
+    from onnxruntime.quantization import (CalibrationDataReader, CalibrationMethod, QuantFormat, QuantType,
+                                          quantize_static)
+    from onnxruntime.quantization.shape_inference import quant_pre_process
+
+    methods = {"minmax": CalibrationMethod.MinMax, "entropy": CalibrationMethod.Entropy,
+               "percentile": CalibrationMethod.Percentile}
+    if method not in methods:
+        raise DataError(f"calibration method {method!r} is not one of {', '.join(methods)}")
+    input_name = proto.graph.input[0].name
+
+    class Reader(CalibrationDataReader):
+        def __init__(self):
+            self._batches = iter([{input_name: calibration[s:s + 128]} for s in range(0, len(calibration), 128)])
+
+        def get_next(self):
+            return next(self._batches, None)
+
+    with tempfile.TemporaryDirectory(prefix=".onnx-int8.") as tmp:
+        src, pre, out = (os.path.join(tmp, f) for f in ("fp32.onnx", "pre.onnx", "int8.onnx"))
+        onnx.save(proto, src)
+        try:  # shape inference and graph clean-up help the quantiser find every convolution
+            quant_pre_process(src, pre, skip_symbolic_shape=True)
+        except Exception:  # the clean-up is an optimisation; quantise the graph as converted
+            pre = src
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            quantize_static(pre, out, Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=list(INT8_OPS),
+                            per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
+                            calibrate_method=methods[method],
+                            extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
+        return onnx.load(out)
+
+
+def _int8_parity(fp32_proto, int8_proto, stamps: np.ndarray, labels: np.ndarray | None) -> dict:
+    """Largest score difference and AUCs of the int8 model against the float32 ONNX model."""
+    a = _onnx_scores(_session(fp32_proto), stamps)
+    b = _onnx_scores(_session(int8_proto), stamps)
+    report = {"n_check_stamps": int(len(stamps)), "max_score_difference": float(np.max(np.abs(a - b))),
+              "mean_score_difference": float(np.mean(np.abs(a - b)))}
+    if labels is not None:
+        from sklearn.metrics import roc_auc_score
+
+        keep = labels >= 0
+        report["auc_float32"] = float(roc_auc_score(labels[keep], a[keep]))
+        report["auc_int8"] = float(roc_auc_score(labels[keep], b[keep]))
+        report["auc_difference"] = report["auc_int8"] - report["auc_float32"]
+        report["n_real"], report["n_bogus"] = int((labels == 1).sum()), int((labels == 0).sum())
+    return report
 
 
 def export_onnx(model, out_path: str | os.PathLike, card: dict | None = None, overwrite: bool = False,
-                check: str | os.PathLike | None = None) -> dict:
+                check: str | os.PathLike | None = None, calibrate: str | os.PathLike | None = None,
+                calibration_rows: int = CALIBRATION_ROWS, check_rows: int = INT8_CHECK_ROWS,
+                score_tolerance: float = INT8_SCORE_TOLERANCE, auc_tolerance: float = INT8_AUC_TOLERANCE,
+                calibration_method: str = "minmax") -> dict:
     """Write ``model`` (a network, a ``.keras`` file or a run folder) as an ONNX model.
 
     Parameters
@@ -246,18 +385,29 @@ def export_onnx(model, out_path: str | os.PathLike, card: dict | None = None, ov
         Replace an existing file.
     check
         Stamps to compare ONNX Runtime with Keras on (any input of ``realbogus.predict`` but
-        alerts; default :func:`check_stamps`).
+        alerts; default :func:`check_stamps`); with ``calibrate`` also the int8 check set (its
+        labels, when it has both classes, give the AUC check).
+    calibrate
+        Training stamps to calibrate a static int8 quantisation on; None writes float32.
+    calibration_rows, check_rows
+        Stamps taken (spread evenly) from ``calibrate`` and, for the int8 check, from ``check``.
+    score_tolerance, auc_tolerance
+        int8: the largest accepted score and AUC differences from float32.
+    calibration_method
+        int8: ``minmax``, ``entropy`` or ``percentile`` (see :func:`quantize_int8`).
 
     Returns
     -------
     dict
-        The ``onnx_export`` section of the stored card: opset, check set and the differences.
+        The ``onnx_export`` section of the stored card: opset, check set and the differences
+        (with ``calibrate``, an ``int8`` section too).
 
     Raises
     ------
     DataError
-        The output exists, the model is missing, or the ONNX model's scores differ from the
-        Keras network's beyond the tolerances (then nothing is written).
+        The output exists, the model or a data file is missing, or the ONNX model's scores
+        differ from the Keras network's (int8: from float32) beyond the tolerances (then
+        nothing is written).
     """
     import onnx
     from onnx import helper
@@ -267,7 +417,13 @@ def export_onnx(model, out_path: str | os.PathLike, card: dict | None = None, ov
 
     out_path = Path(out_path)
     _check_free(out_path, overwrite)
-    stamps, check_name = _check_set(check)
+    for name, path in (("check", check), ("calibrate", calibrate)):
+        if path is not None and not Path(path).exists():
+            raise DataError(f"{path}: no such file or folder (--{name})")
+    stamps, _, check_name = _check_set(check)
+    calibration = None
+    if calibrate is not None:  # read before the long conversion, so a bad file fails fast
+        calibration, _, calibration_name = spread_stamps(calibrate, calibration_rows)
     network, card = _network_and_card(model, card)
     network(stamps[:1])  # Keras exports only a network that has been called
     with tempfile.TemporaryDirectory(prefix=".onnx-export.") as tmp, warnings.catch_warnings():
@@ -279,9 +435,9 @@ def export_onnx(model, out_path: str | os.PathLike, card: dict | None = None, ov
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
             raise DataError(f"{out_path}: not written, the network could not be converted to ONNX ({message})") \
                 from None
-        proto = onnx.load(os.path.join(tmp, "network.onnx"))
+        base = onnx.load(os.path.join(tmp, "network.onnx"))
     temperature = _temperature(card)
-    proto = _append_scores(proto, temperature)
+    proto = _append_scores(onnx.ModelProto.FromString(base.SerializeToString()), temperature)
     onnx.checker.check_model(proto)
     report = {"created": _now(), "opset": ONNX_OPSET, "check_set": check_name,
               **_parity(proto, network, stamps, temperature)}
@@ -291,9 +447,31 @@ def export_onnx(model, out_path: str | os.PathLike, card: dict | None = None, ov
         raise DataError(f"{out_path}: not written, ONNX scores differ from Keras by up to {worst_score:.3g} "
                         f"(tolerance {SCORE_TOLERANCE:g}) and logits by {worst_logit:.3g} relative "
                         f"(tolerance {LOGIT_TOLERANCE:g}) on {check_name}")
+    precision = "float32"
+    if calibration is not None:
+        int8 = _append_scores(quantize_int8(base, calibration, calibration_method), temperature)
+        # without --check, in-distribution stamps of the calibration file (the synthetic set's
+        # extremes lie outside the ranges calibrated on survey stamps)
+        check_stamps_, check_labels, int8_check_name = _check_set(check if check is not None else calibrate,
+                                                                  check_rows)
+        q = _int8_parity(proto, int8, check_stamps_, check_labels)
+        q.update({"format": "QDQ", "activations": "uint8 asymmetric", "weights": "int8 symmetric per channel",
+                  "operators": list(INT8_OPS), "calibration_set": calibration_name,
+                  "calibration_method": calibration_method, "check_set": int8_check_name,
+                  "score_tolerance": float(score_tolerance), "auc_tolerance": float(auc_tolerance)})
+        auc_diff = q.get("auc_difference")
+        if not (q["max_score_difference"] <= score_tolerance
+                and (auc_diff is None or abs(auc_diff) <= auc_tolerance)):
+            auc_text = "no labels" if auc_diff is None else f"AUC {auc_diff:+.2g} (tolerance {auc_tolerance:g})"
+            raise DataError(f"{out_path}: not written, int8 scores differ from float32 by up to "
+                            f"{q['max_score_difference']:.3g} (tolerance {score_tolerance:g}), {auc_text} on "
+                            f"{int8_check_name}")
+        report["int8"] = q
+        proto, precision = int8, "int8"
     card["onnx_export"] = report
     proto.doc_string = "realbogus real/bogus classifier: stamps (batch, 29, 29, 3) raw counts -> logits, score"
-    helper.set_model_props(proto, {"model_card": json.dumps(card), VERSION_FIELD: card[VERSION_FIELD]})
+    helper.set_model_props(proto, {"model_card": json.dumps(card), VERSION_FIELD: card[VERSION_FIELD],
+                                   "precision": precision})
     with atomic_path(out_path) as tmp_path:
         onnx.save(proto, str(tmp_path))
     return report
@@ -304,22 +482,47 @@ def _run(argv=None) -> Path:
     parser = argparse.ArgumentParser(
         prog="python -m realbogus.deploy.export",
         description="Export a trained network as a TensorFlow SavedModel folder, or as an ONNX model when the "
-                    "output ends in .onnx (checked against the Keras scores before it is written).")
+                    "output ends in .onnx (checked against the Keras scores before it is written); with "
+                    "--calibrate, a static int8 ONNX model checked against float32.")
     parser.add_argument("model", help="run folder or .keras file")
     parser.add_argument("out", help="SavedModel folder to create, or a .onnx file")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing output")
     parser.add_argument("--check", default=None,
-                        help="ONNX: stamps to compare ONNX Runtime with Keras on (default: 256 synthetic stamps)")
+                        help="ONNX: stamps to compare ONNX Runtime with Keras on (default: 256 synthetic stamps); "
+                             "int8: a labelled file also checks the AUC")
+    parser.add_argument("--calibrate", default=None, metavar="TRAIN",
+                        help="ONNX: quantise to static int8, calibrated on stamps of this (training) file")
+    parser.add_argument("--calibration-rows", type=int, default=CALIBRATION_ROWS,
+                        help=f"int8: calibration stamps spread over TRAIN (default {CALIBRATION_ROWS})")
+    parser.add_argument("--calibration-method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    parser.add_argument("--check-rows", type=int, default=INT8_CHECK_ROWS,
+                        help=f"int8: check stamps spread over --check (default {INT8_CHECK_ROWS})")
+    parser.add_argument("--score-tolerance", type=float, default=INT8_SCORE_TOLERANCE,
+                        help=f"int8: largest accepted |score difference| from float32 (default {INT8_SCORE_TOLERANCE})")
     args = parser.parse_args(argv)
     model = Path(args.model)
     out = Path(args.out)
     if not model.exists():
         raise DataError(f"{model}: no such run folder or model file")
     _check_free(out, args.overwrite)
+    if args.calibrate is not None and out.suffix.lower() != ".onnx":
+        raise DataError(f"{out}: --calibrate quantises an ONNX model; the output must end in .onnx")
+    for n, name in ((args.calibration_rows, "--calibration-rows"), (args.check_rows, "--check-rows")):
+        if n < 1:
+            raise DataError(f"{name}={n} must be a positive integer")
     if out.suffix.lower() == ".onnx":
-        report = export_onnx(model, out, overwrite=args.overwrite, check=args.check)
-        print(f"wrote {out} (ONNX opset {report['opset']}; scores within {report['max_score_difference']:.2g} "
-              f"of Keras on {report['n_stamps']} check stamps)")
+        report = export_onnx(model, out, overwrite=args.overwrite, check=args.check, calibrate=args.calibrate,
+                             calibration_rows=args.calibration_rows, check_rows=args.check_rows,
+                             score_tolerance=args.score_tolerance, calibration_method=args.calibration_method)
+        line = (f"wrote {out} (ONNX opset {report['opset']}; scores within {report['max_score_difference']:.2g} "
+                f"of Keras on {report['n_stamps']} check stamps")
+        q = report.get("int8")
+        if q:
+            line += (f"; int8: largest score difference from float32 {q['max_score_difference']:.3g} on "
+                     f"{q['n_check_stamps']} stamps")
+            if "auc_difference" in q:
+                line += f", AUC {q['auc_int8']:.6f} vs {q['auc_float32']:.6f} ({q['auc_difference']:+.1e})"
+        print(line + ")")
         return out
     out = export_saved_model(model, out, overwrite=args.overwrite)
     print(f"wrote {out}")
