@@ -12,6 +12,9 @@ Examples::
 
     # brokers' alert packets (Avro, ZTF or DECam schema); an exported ONNX model, without TensorFlow
     python -m realbogus.predict model=model.onnx input=alerts/ output=alerts.csv
+    # a cascade: the simple model screens out obvious bogus, losing at most 0.1% of its validation reals
+    python -m realbogus.predict model=model.int8.onnx screen=experiments/train/quick-simple-ce-s0 \
+        screen_tpr=0.999 input=night.npz output=night.csv target_tpr=0.9
 
 Inputs (see :mod:`realbogus.data.loaders`): our HDF5 files (only ``images`` is needed), ``.npy``
 stacks and ``.npz`` archives (``images`` (N, 29, 29, 3), channels new, ref, diff), the
@@ -20,7 +23,11 @@ packets (one ``.avro`` file or a directory of them, see :mod:`realbogus.data.ale
 are read and scored block by block, so memory stays bounded whatever the input's size.
 
 Models: a run folder or a ``.keras`` file (TensorFlow), or an ``.onnx`` file written by
-``python -m realbogus.deploy.export`` (ONNX Runtime only; TensorFlow is not imported).
+``python -m realbogus.deploy.export``, float32 or int8 (ONNX Runtime only; TensorFlow is not
+imported). ``precision=auto`` times the Keras model in float32 and bfloat16 on this machine and
+keeps the faster (cached, :mod:`realbogus.speed`). With ``screen=`` a second, cheaper model
+screens every stamp first and only those passing it reach ``model`` (see
+:mod:`realbogus.deploy.cascade`; the output gains ``screen_score`` and ``screened_out``).
 
 Output (CSV or HDF5, by suffix), one row per input stamp in input order:
 ``index`` (row in the input), the input's own per-sample columns (identifiers such as
@@ -256,6 +263,37 @@ def _onnx_card(scorer, model_path: Path) -> dict | None:
         raise DataError(f"{model_path}: its model_card metadata is not valid JSON ({exc})") from None
 
 
+def _check_screen(screen, screen_threshold, screen_tpr):
+    """``None``, or the screen request ``{"mode", "requested"}``; bad combinations are a ConfigError."""
+    given = screen not in (None, "")
+    if not given:
+        if screen_threshold is not None or screen_tpr is not None:
+            raise ConfigError("screen_threshold= and screen_tpr= need screen= (the screening model)")
+        return None
+    if (screen_threshold is None) == (screen_tpr is None):
+        raise ConfigError("screen= needs exactly one of screen_threshold= (a screen score) and screen_tpr= (the "
+                          "fraction of the screen's validation reals to keep, e.g. 0.999)")
+    if screen_threshold is not None:
+        if not 0.0 < float(screen_threshold) < 1.0:
+            raise ConfigError(f"screen_threshold={screen_threshold!r} must lie between 0 and 1 (exclusive)")
+        return {"mode": "screen_threshold", "requested": float(screen_threshold)}
+    if not 0.0 < float(screen_tpr) <= 1.0:
+        raise ConfigError(f"screen_tpr={screen_tpr!r} must lie in (0, 1]")
+    return {"mode": "screen_tpr", "requested": float(screen_tpr)}
+
+
+def _screen_threshold(request: dict, screen_run: Path | None, screen_path: Path) -> dict:
+    """The request with its ``threshold`` (and, for ``screen_tpr``, the validation counts)."""
+    from realbogus.deploy.cascade import VALIDATION_FILE, screen_threshold_from_validation
+
+    if request["mode"] == "screen_threshold":
+        return {**request, "threshold": request["requested"], "reference": "given"}
+    if screen_run is None:
+        raise DataError(f"{screen_path}: screen_tpr= needs the screen's run folder (its {VALIDATION_FILE}); "
+                        "give screen=RUN_FOLDER or screen_threshold=")
+    return {**request, **screen_threshold_from_validation(screen_run, request["requested"])}
+
+
 def predict_file(
     model: str | os.PathLike,
     input: str | os.PathLike,
@@ -275,6 +313,9 @@ def predict_file(
     progress: bool = False,
     orient: bool = True,
     max_centre_offset: float = 3.0,
+    screen: str | os.PathLike | None = None,
+    screen_threshold: float | None = None,
+    screen_tpr: float | None = None,
 ) -> dict:
     """Score every stamp of ``input`` with ``model`` and write ``output`` and its ``.meta.json``.
 
@@ -293,6 +334,13 @@ def predict_file(
         Invalid options; missing model; unreadable, truncated or malformed input (wrong stamp
         size or channel count, NaN/inf pixels under ``nan_policy=error``); existing output
         without ``overwrite``, or an output that cannot be created. Nothing is written then.
+
+    Notes
+    -----
+    With ``screen`` (a run folder, ``.keras`` or ``.onnx`` file of a cheaper model) and one of
+    ``screen_threshold`` / ``screen_tpr``, the screen scores every stamp and ``model`` only
+    those whose screen score is at least the screen threshold; see
+    :mod:`realbogus.deploy.cascade` for the score the others get.
     """
     from realbogus.data.loaders import NAN_POLICIES
     from realbogus.deploy import thresholds as T
@@ -322,10 +370,17 @@ def predict_file(
     meta_file = meta_path(output)
     for path in (output, meta_file):
         check_output_path(path, overwrite)
+    screen_request = _check_screen(screen, screen_threshold, screen_tpr)
     model_path, run_dir = resolve_model(model, onnx=True)
     is_onnx = model_path.suffix == ".onnx"
     if is_onnx and precision == "mixed_bfloat16":
-        raise ConfigError("precision=mixed_bfloat16 needs a Keras model; ONNX models score in float32")
+        raise ConfigError("precision=mixed_bfloat16 needs a Keras model; ONNX models score in float32 or int8")
+    screen_path = screen_run = screen_scorer = screen_version = None
+    if screen_request is not None:
+        screen_path, screen_run = resolve_model(screen, onnx=True)
+        if screen_path.resolve() == model_path.resolve():
+            raise ConfigError(f"screen={screen}: is the model itself; the screen is a cheaper model")
+        screen_request = _screen_threshold(screen_request, screen_run, screen_path)
     scorer = version = None
     if is_onnx:  # ONNX Runtime starts in a fraction of a second: load it now, it holds the card
         from realbogus.deploy.inference import OnnxScorer
@@ -339,6 +394,11 @@ def predict_file(
         card = read_card(run_dir)
     temperature = _temperature(run_dir, card)
     point = _operating_point(request, detections, run_dir, model_path, card)
+    if screen_path is not None and screen_path.suffix == ".onnx":
+        from realbogus.deploy.inference import OnnxScorer
+
+        screen_scorer = OnnxScorer(screen_path, batch_size=batch_size)
+        screen_version = screen_scorer.metadata.get(VERSION_FIELD)
 
     with _open_input(input, layout, split, bool(orient), max_centre_offset) as src:
         if Path(input).resolve() == output.resolve():
@@ -353,6 +413,14 @@ def predict_file(
 
         if scorer is None:
             scorer, version = _keras_scorer(model_path, card, batch_size, precision)
+        if screen_path is not None and screen_scorer is None:
+            screen_scorer, screen_version = _keras_scorer(screen_path, read_card(screen_path), batch_size, precision)
+        cascade = None
+        if screen_scorer is not None:
+            from realbogus.deploy.cascade import Cascade
+
+            cascade = Cascade(screen_scorer, scorer, screen_request["threshold"], src.n,
+                              flush_rows=4 * max(batch_size, DEFAULT_BATCH_SIZE))
         t_model = time.perf_counter()
         logits = np.empty((src.n, 2), np.float32)
         n_masked = np.zeros(src.n, np.int16) if nan_policy == "fill" else None
@@ -361,31 +429,53 @@ def predict_file(
                   dynamic_ncols=True, file=sys.stderr) as bar:
             for images, cols in prefetch(itertools.chain([first], blocks)):
                 k = images.shape[0]
-                logits[done:done + k] = scorer.logits(images)
+                if cascade is None:
+                    logits[done:done + k] = scorer.logits(images)
+                else:
+                    cascade.feed(images, done)
                 if n_masked is not None:
                     n_masked[done:done + k] = cols["n_masked"]
                 done += k
                 bar.update(k)
                 fault_point("scoring")
+            if cascade is not None:
+                cascade.flush()
+                logits = cascade.logits
         t_scored = time.perf_counter()
         if done != src.n:
             raise DataError(f"{input}: read {done} stamps, expected {src.n}")
         bad = ~np.isfinite(logits).all(axis=1)
+        if cascade is not None:
+            bad = (bad & cascade.passed) | ~np.isfinite(cascade.screen_logits).all(axis=1)
         if bad.any():
             raise DataError(f"{input}: the model gives NaN/inf for {int(bad.sum())} stamp(s) (first at row "
                             f"{int(np.argmax(bad))})")
         scores = scores_from_logits(logits)
+        margins = logits[:, 1].astype(np.float64) - logits[:, 0]
+        screen_cols = None
+        if cascade is not None:
+            from realbogus.deploy.cascade import SCREEN_CEILING, screened_scores
+
+            screen_score = scores_from_logits(cascade.screen_logits)
+            out = ~cascade.passed
+            ceiling = SCREEN_CEILING if point is None else min(SCREEN_CEILING, point.threshold)
+            scores[out] = screened_scores(screen_score[out], screen_request["threshold"], ceiling)
+            with np.errstate(divide="ignore"):
+                margins[out] = np.log(scores[out]) - np.log1p(-scores[out])
+            screen_cols = {"screen_score": screen_score, "screened_out": out.astype(np.int8)}
         calibrated = None
         if temperature is not None:
             from scipy.special import expit
 
-            calibrated = expit((logits[:, 1].astype(np.float64) - logits[:, 0]) / temperature)
+            calibrated = expit(margins / temperature)
         off_centre = np.asarray(src.columns.get("off_centre", np.zeros(src.n)), bool)
         scores[off_centre] = np.nan  # refused: the crop is not centred on the candidate
         if calibrated is not None:
             calibrated[off_centre] = np.nan
         candidate = None if point is None else scores >= point.threshold
         cols = _output_columns(src, scores, calibrated, candidate, n_masked)
+        if screen_cols is not None:
+            cols.update(screen_cols)
         cols["model_version"] = np.full(src.n, version or "", dtype=object)
         input_layout = src.layout
 
@@ -413,6 +503,9 @@ def predict_file(
         "n_candidates": None if candidate is None else int(candidate.sum()),
         "n_off_centre": int(off_centre.sum()) if "off_centre" in src.columns else None,
         "precision": scorer.precision,
+        "precision_measured": None if getattr(scorer, "auto", None) is None else {
+            "samples_per_s": scorer.auto.rates, "cached": not scorer.auto.measured},
+        "screen": None,
         "batch_size": batch_size,
         "nan_policy": nan_policy,
         "n_masked_pixels": None if n_masked is None else int(n_masked.astype(np.int64).sum()),
@@ -422,6 +515,20 @@ def predict_file(
         "cpu_count": os.cpu_count(),
         "versions": versions(),
     }
+    if cascade is not None:
+        n_out = int((~cascade.passed).sum())
+        meta["screen"] = {
+            "model": str(screen_path), "run_dir": None if screen_run is None else str(screen_run),
+            "model_version": screen_version, "precision": screen_scorer.precision,
+            "threshold": screen_request["threshold"],
+            "threshold_source": {k: v for k, v in screen_request.items() if k != "threshold"},
+            "n_screened_out": n_out, "fraction_screened_out": n_out / src.n if src.n else None,
+            "n_scored_by_model": int(src.n - n_out),
+            "screened_out_score": f"{ceiling:g} * screen_score / screen_threshold (in [0, {ceiling:g}): below the "
+                                  "operating threshold, never a candidate)",
+            "note": "operating_point's expected rates are those of the model alone; the screen also removes the "
+                    "reals scoring below its threshold (threshold_source.tpr of its validation reals pass)",
+        }
     stored = (card or {}).get(VERSION_FIELD)
     if not is_onnx and stored and stored != version:
         meta["model_version_note"] = (f"the model card says {stored}: the weights or the card changed after the "
@@ -474,10 +581,14 @@ def predict(cfg: DictConfig) -> dict:
         bogus_per_night=number("bogus_per_night"), detections_per_night=number("detections_per_night"),
         overwrite=bool(cfg.overwrite), batch_size=cfg.batch_size, precision=cfg.precision, nan_policy=cfg.nan_policy,
         max_masked_fraction=cfg.max_masked_fraction, layout=cfg.layout, split=cfg.split, progress=progress,
-        orient=cfg.orient, max_centre_offset=number("max_centre_offset"),
+        orient=cfg.orient, max_centre_offset=number("max_centre_offset"), screen=cfg.screen,
+        screen_threshold=number("screen_threshold"), screen_tpr=number("screen_tpr"),
     )
     line = (f"scored {meta['n']:,} stamps ({meta['stamps_per_second']:,.0f}/s, {meta['precision']}, model "
             f"{meta['model_version']}) -> {meta['output']}")
+    if meta["screen"]:
+        line += (f"; screen {Path(meta['screen']['model']).name} at {meta['screen']['threshold']:.4g} screened out "
+                 f"{meta['screen']['fraction_screened_out']:.1%}")
     if meta["n_off_centre"]:
         line += f"; {meta['n_off_centre']:,} off-centre alert(s) left unscored"
     point = meta["operating_point"]

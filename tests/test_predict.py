@@ -20,6 +20,19 @@ REPO = Path(__file__).resolve().parents[1]
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 
 
+@pytest.fixture(autouse=True, scope="module")
+def private_speed_cache(tmp_path_factory):
+    """precision=auto remembers its measurements: keep them out of the user's cache."""
+    path = str(tmp_path_factory.mktemp("speed_cache"))
+    previous = os.environ.get("REALBOGUS_CACHE_DIR")
+    os.environ["REALBOGUS_CACHE_DIR"] = ENV["REALBOGUS_CACHE_DIR"] = path
+    yield path
+    if previous is None:
+        os.environ.pop("REALBOGUS_CACHE_DIR", None)
+    else:
+        os.environ["REALBOGUS_CACHE_DIR"] = previous
+
+
 # ----------------------------------------------------------------------------- fixtures
 def make_stamps(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
     """Count-like stamps: sky noise, half with a point source in new and diff (label 1)."""
@@ -535,8 +548,115 @@ def test_help_describes_the_command_and_every_key(tmp_path):
     text = done.stdout
     assert "score candidates with a trained real/bogus model" in text
     examples = [line for line in text.splitlines() if line.strip().startswith("python -m realbogus.predict")]
-    assert len(examples) == 3
+    assert len(examples) == 4
     keys = [k for k in OmegaConf.load(REPO / "conf" / "predict.yaml") if k not in ("defaults", "hydra")]
     described = {line.split()[0] for line in text.splitlines() if line.startswith("  ") and line.split()}
     assert set(keys) <= described, set(keys) - described
     assert list(tmp_path.iterdir()) == []
+
+
+# ----------------------------------------------------------------------------- cascade
+@pytest.fixture(scope="module")
+def complex_path(tmp_path_factory) -> Path:
+    """A tiny complex network, the expensive model behind the screen."""
+    import keras
+
+    from realbogus.models import build_model
+
+    keras.utils.set_random_seed(4)
+    net = build_model({"name": "complex", "feature_filters": 8, "feature_layers": 1,
+                       "stages": [{"conv": 8, "blocks": [[8, 1]]}]})
+    path = tmp_path_factory.mktemp("complex") / "complex.keras"
+    net.save(path)
+    return path
+
+
+def marked_stamps(n: int) -> np.ndarray:
+    """Stamps whose row number is written into a corner pixel, so a scorer's input names its rows."""
+    x, _ = make_stamps(n, seed=9)
+    x[:, 0, 0, 1] = 10_000 + np.arange(n)
+    return x
+
+
+def test_cascade_screened_rows_never_reach_the_model_and_order_is_kept(tmp_path, run_dir, network, complex_path,
+                                                                     monkeypatch):
+    import realbogus.predict as P
+    from realbogus.deploy.cascade import SCREEN_CEILING
+    from realbogus.models import load_model
+
+    n = 70
+    x = marked_stamps(n)
+    np.save(tmp_path / "night.npy", x)
+    screen_scores = reference_scores(network, x)
+    cut = float(np.median(screen_scores))
+    passing = screen_scores >= cut
+    assert 0 < passing.sum() < n
+    seen: list[int] = []
+    real_loader = P._keras_scorer
+
+    def recording_loader(model_path, card, batch_size, precision):
+        scorer, version = real_loader(model_path, card, batch_size, precision)
+        if Path(model_path) == complex_path:
+            inner = scorer.logits
+
+            def logits(stamps):
+                seen.extend(int(v) - 10_000 for v in np.asarray(stamps)[:, 0, 0, 1])
+                return inner(stamps)
+
+            scorer.logits = logits
+        return scorer, version
+
+    monkeypatch.setattr(P, "_keras_scorer", recording_loader)
+    meta = predict(complex_path, tmp_path / "night.npy", tmp_path / "s.csv", screen=run_dir, screen_threshold=cut,
+                   threshold=0.5, batch_size=8, block_rows=16)
+    assert sorted(seen) == np.flatnonzero(passing).tolist()  # exactly the passing rows, each once
+    cols = read_csv(tmp_path / "s.csv")
+    assert cols["index"] == [str(i) for i in range(n)]
+    score = np.array(cols["score"], float)
+    out = np.array(cols["screened_out"], int).astype(bool)
+    np.testing.assert_array_equal(out, ~passing)
+    np.testing.assert_allclose(np.array(cols["screen_score"], float), screen_scores, atol=1e-6)
+    want = reference_scores(load_model(complex_path), x)
+    np.testing.assert_allclose(score[passing], want[passing], atol=1e-5)  # in input order
+    np.testing.assert_allclose(score[out], SCREEN_CEILING * screen_scores[out] / cut, rtol=1e-5)
+    assert (score[out] < SCREEN_CEILING).all() and not np.array(cols["is_candidate"], int)[out].any()
+    sc = meta["screen"]
+    assert sc["threshold"] == cut and sc["threshold_source"]["mode"] == "screen_threshold"
+    assert sc["n_screened_out"] == int(out.sum()) and sc["fraction_screened_out"] == pytest.approx(out.mean())
+    assert sc["n_scored_by_model"] == len(seen)
+
+
+def test_cascade_threshold_comes_from_the_screen_validation_predictions(tmp_path, run_dir, complex_path):
+    from realbogus.evaluation.report import read_predictions
+
+    x = marked_stamps(12)
+    np.save(tmp_path / "night.npy", x)
+    meta = predict(complex_path, tmp_path / "night.npy", tmp_path / "s.csv", screen=run_dir, screen_tpr=0.9)
+    val = read_predictions(run_dir / "validation_predictions.csv")
+    reals = np.sort(val["score"][val["label"] == 1])[::-1]
+    k = int(np.ceil(0.9 * reals.size))
+    sc = meta["screen"]
+    assert sc["threshold"] == reals[k - 1]  # the highest threshold keeping 90% of the validation reals
+    assert sc["threshold_source"]["reference"].endswith("validation_predictions.csv (validation split)")
+    assert sc["threshold_source"]["n_real_kept"] >= k and sc["threshold_source"]["tpr"] >= 0.9
+    test = read_predictions(run_dir)  # the test split's quantile is a different number: it was not used
+    test_reals = np.sort(test["score"][test["label"] == 1])[::-1]
+    assert test_reals[int(np.ceil(0.9 * test_reals.size)) - 1] != sc["threshold"]
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"screen_tpr": 0.999}, "need screen="),
+    ({"screen": "RUN"}, "exactly one of screen_threshold"),
+    ({"screen": "RUN", "screen_threshold": 0.1, "screen_tpr": 0.99}, "exactly one of"),
+    ({"screen": "RUN", "screen_threshold": 1.5}, "between 0 and 1"),
+    ({"screen": "RUN", "screen_tpr": 0.0}, "must lie in"),
+    ({"screen": "KERAS", "screen_tpr": 0.99}, "needs the screen's run folder"),
+])
+def test_cascade_bad_requests_fail_before_work(tmp_path, run_dir, complex_path, kwargs, message):
+    x, _ = make_stamps(4)
+    np.save(tmp_path / "in.npy", x)
+    kwargs = {k: (str(run_dir) if v == "RUN" else str(run_dir / "model.keras") if v == "KERAS" else v)
+              for k, v in kwargs.items()}
+    with pytest.raises((ConfigError, DataError), match=message):
+        predict(complex_path, tmp_path / "in.npy", tmp_path / "s.csv", **kwargs)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npy"]
