@@ -90,6 +90,7 @@ _ADDED_KEY_DEFAULTS: dict[str, object] = {
     "loss.vat.radius": "fixed",
     "loss.vat.snr_change": 1.0,
     "loss.vat.xi_min": 0.0,
+    "loss.vat.fraction": 1.0,
 }
 #: The same for keys that exist in one model's config only.
 _ADDED_MODEL_KEY_DEFAULTS: dict[str, dict[str, object]] = {

@@ -139,6 +139,7 @@ SCHEMAS: dict[str, dict[str, _Spec]] = {
         "vat.radius": _choice("fixed", "noise"),
         "vat.snr_change": _float(0, lo_open=True, what="a positive number"),
         "vat.xi_min": _float(0, what="a non-negative number"),
+        "vat.fraction": _float(0, 1, lo_open=True, what="a number in (0, 1]"),
         "ech_warmup_steps": _int(0, what="a non-negative integer"),
     },
     "model": {

@@ -208,3 +208,25 @@ def test_objective_kwargs_fill_keys_older_configs_lack():
            "vat": {"xi": 1e-3, "eps": 1.0, "power_iterations": 1}}
     assert objective_kwargs(old) == {"lambda_ce": 0.1, "lambda_ech": 1.0, "lambda_lds": 0.1, "margin": 0.25,
                                      "vat_xi": 1e-3, "vat_eps": 1.0, "vat_power_iterations": 1}
+
+
+@pytest.mark.parametrize("name", ["simple", "complex"])
+def test_vat_on_part_of_the_batch_is_the_smoothness_of_that_part(name):
+    """vat_fraction=0.5: the term equals the full-batch term of a batch made of the first half."""
+    from realbogus.losses import lds
+
+    x, y = batches(1, size=16)
+    half = trainable(name, vat_fraction=0.5)
+    half._follow_step()
+    _, _, _, smooth_half, _ = half._terms(tf.constant(x[0]), tf.constant(y[0]), training=True)
+    full = trainable(name)
+    full._follow_step()
+    _, _, _, smooth_full, _ = full._terms(tf.constant(x[0]), tf.constant(y[0]), training=True)
+    # the same computation by hand on the first 8 samples, with the model's own seed and masks
+    z = half.normalizer(x[0][:8])
+    expected = lds(lambda t: half.body(t, training=True), z, xi=half.vat_xi, eps=half.vat_eps,
+                   seed=half._vat_seed(), logits=tf.cast(half.body(z, training=True), tf.float32))
+    assert float(smooth_half) == pytest.approx(float(expected), rel=1e-4, abs=1e-9)
+    assert float(smooth_half) != pytest.approx(float(smooth_full), rel=1e-3)
+    with pytest.raises(ValueError, match="vat_fraction"):
+        trainable(name, vat_fraction=0.0)

@@ -124,7 +124,7 @@ def fit_network(spec: FitSpec, train_path: str | os.PathLike, fit_rows: np.ndarr
     import keras
 
     from realbogus.data.pipeline import make_dataset
-    from realbogus.training.callbacks import progress_callbacks
+    from realbogus.training.callbacks import ValidationOperatingPoint, progress_callbacks
     from realbogus.training.checkpoint import RunCheckpoint, best_weights, last_weights, load_state
     from realbogus.training.precision import precision_policy, resolve_precision
 
@@ -153,6 +153,7 @@ def fit_network(spec: FitSpec, train_path: str | os.PathLike, fit_rows: np.ndarr
             progress, verbose = progress_callbacks(str(tr.progress), epochs, steps, batch,
                                                    float(tr.get("progress_seconds", 60)))
             callbacks = [
+                ValidationOperatingPoint(val_ds, val_labels),  # first: the callbacks below record its value
                 RunCheckpoint(run.checkpoint_dir, monitor=tr.monitor, mode=tr.monitor_mode, patience=tr.patience,
                               state=state),
                 keras.callbacks.CSVLogger(str(run / RunDir.HISTORY), append=state["epoch"] > 0),

@@ -74,7 +74,8 @@ def objective_kwargs(loss) -> dict:
         "vat_power_iterations": int(vat["power_iterations"]),
     }
     optional = {"ech_warmup_steps": (loss, "ech_warmup_steps", int), "vat_radius": (vat, "radius", str),
-                "vat_snr_change": (vat, "snr_change", float), "vat_xi_min": (vat, "xi_min", float)}
+                "vat_snr_change": (vat, "snr_change", float), "vat_xi_min": (vat, "xi_min", float),
+                "vat_fraction": (vat, "fraction", float)}
     for name, (group, key, kind) in optional.items():
         if group.get(key) is not None:
             out[name] = kind(group[key])
@@ -108,6 +109,11 @@ class RealBogusModel(keras.Model):
     vat_xi_min
         Floor on the L2 norm of VAT's finite-difference step on the normalised stamp (0: none);
         0.1 keeps it above bfloat16's rounding (see :mod:`realbogus.losses.vat`).
+    vat_fraction
+        Share of each batch the smoothness term is computed on (its first samples; batches are
+        shuffled): VAT's power iteration and perturbed pass cost about two forward-backward
+        passes per sample, so 0.5 makes a CE+ECH+VAT step markedly cheaper
+        (``benchmarks/bench_train_step.py --vat-fraction``). 1: every sample.
     ech_warmup_steps
         The exp-cross-hinge weight ramps linearly from 0 to ``lambda_ech`` over this many
         training steps (0: no ramp). Evaluation always uses ``lambda_ech``.
@@ -130,6 +136,7 @@ class RealBogusModel(keras.Model):
         vat_snr_change: float = 1.0,
         vat_xi_min: float = 0.0,
         ech_warmup_steps: int = 0,
+        vat_fraction: float = 1.0,
         **kwargs,
     ):
         super().__init__(**kwargs)
@@ -148,6 +155,12 @@ class RealBogusModel(keras.Model):
         self.vat_snr_change = float(vat_snr_change)
         self.vat_xi_min = float(vat_xi_min)
         self.ech_warmup_steps = int(ech_warmup_steps)
+        if not 0.0 < float(vat_fraction) <= 1.0:
+            raise ValueError(f"vat_fraction must be in (0, 1], got {vat_fraction!r}")
+        self.vat_fraction = float(vat_fraction)
+        # With dropout, the clean logits of a sub-batch must be recomputed: the step's dropout
+        # masks are drawn for the shape of the whole batch.
+        self._has_dropout = any("dropout" in type(layer).__name__.lower() for layer in self.body._flatten_layers())
         self.seed = int(seed)
         self.loss_tracker = keras.metrics.Mean(name="loss")
         self.ce_tracker = keras.metrics.Mean(name="ce")
@@ -178,6 +191,7 @@ class RealBogusModel(keras.Model):
             "vat_snr_change": self.vat_snr_change,
             "vat_xi_min": self.vat_xi_min,
             "ech_warmup_steps": self.ech_warmup_steps,
+            "vat_fraction": self.vat_fraction,
             "name": self.name,
         }
 
@@ -232,15 +246,22 @@ class RealBogusModel(keras.Model):
         ce = masked_cross_entropy(y, logits) if self.lambda_ce else tf.zeros((), tf.float32)
         ech = exp_cross_hinge(y, logits, margin=self.margin) if self.lambda_ech else tf.zeros((), tf.float32)
         if self.lambda_lds and training:
-            if self.vat_radius == "noise":
-                scale, eps = noise_scale(z), self.vat_snr_change
-            else:
-                scale, eps = None, self.vat_eps
             # The clean logits are reused: VAT needs no second clean forward pass (the dropout
             # masks of this step are the same in every pass, see the module docstring).
+            zv, clean = z, logits
+            if self.vat_fraction < 1.0:
+                n = tf.shape(z)[0]
+                k = tf.maximum(1, tf.cast(tf.math.ceil(self.vat_fraction * tf.cast(n, tf.float32)), tf.int32))
+                zv = z[:k]
+                clean = (tf.cast(self.body(zv, training=training), tf.float32) if self._has_dropout
+                         else logits[:k])
+            if self.vat_radius == "noise":
+                scale, eps = noise_scale(zv), self.vat_snr_change
+            else:
+                scale, eps = None, self.vat_eps
             smooth = lds(
-                lambda t: self.body(t, training=training), z, xi=self.vat_xi, eps=eps,
-                power_iterations=self.vat_power_iterations, logits=logits, seed=self._vat_seed(),
+                lambda t: self.body(t, training=training), zv, xi=self.vat_xi, eps=eps,
+                power_iterations=self.vat_power_iterations, logits=clean, seed=self._vat_seed(),
                 scale=scale, xi_min=self.vat_xi_min,
             )
         else:
