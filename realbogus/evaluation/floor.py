@@ -69,7 +69,7 @@ from typing import Mapping, Sequence
 
 import numpy as np
 
-from realbogus.evaluation.metrics import bootstrap, breakdown, fpr_at_tpr
+from realbogus.evaluation.metrics import auc, bootstrap, breakdown, fpr_at_tpr
 
 __all__ = [
     "CONFUSABLE_BOGUS",
@@ -226,23 +226,30 @@ def oracle_scores(kind, snr, true_label, ratio: SnrLikelihoodRatio, confusable_b
 
 def floor_at_tpr(scores, labels, tpr: float = 0.9, n_bootstrap: int = 1000, seed: int = 0,
                  confidence: float = 0.95) -> dict:
-    """FPR at ``tpr`` with a bootstrap interval (classes resampled separately), JSON-ready."""
+    """FPR at ``tpr`` and the AUC, with bootstrap intervals (classes resampled separately), JSON-ready."""
     point = fpr_at_tpr(scores, labels, tpr)
-    out = {"tpr_target": float(tpr), "fpr": point.fpr, "tpr": point.tpr, "threshold": point.threshold}
+    out = {"tpr_target": float(tpr), "fpr": point.fpr, "tpr": point.tpr, "threshold": point.threshold,
+           "auc": auc(scores, labels)}
     if n_bootstrap > 0:
         draws = bootstrap(scores, labels, n_resamples=n_bootstrap, seed=seed, tpr_targets=[tpr], fpr_targets=[])
         alpha = (1.0 - confidence) / 2.0
         lo, hi = np.quantile(draws[f"fpr@{float(tpr)}"], [alpha, 1.0 - alpha])
         out["fpr_ci"] = [float(lo), float(hi)]
+        # the AUC comes with the same draws: the floor's row in a table of methods needs both
+        out["auc_ci"] = [float(v) for v in np.quantile(draws["auc"], [alpha, 1.0 - alpha])]
         out["confidence"] = float(confidence)
     return out
 
 
-def _oracle_on_test(train_path, test_path, fit, confusable_bogus, confusable_reals, n_bins):
-    """(test truth, fitted ratio, oracle scores of the test split)."""
+def _oracle_on_test(train_path, test_path, fit, confusable_bogus, confusable_reals, n_bins, test_rows=None):
+    """(test truth, fitted ratio, oracle scores of the test split, or of its rows ``test_rows``)."""
     if fit not in ("train", "test"):
         raise ValueError(f"fit must be 'train' or 'test', got {fit!r}")
     test = read_truth(test_path)
+    if test_rows is not None:
+        # the floor of the stamps a comparison was scored on (e.g. some sensors' test rows)
+        rows = np.asarray(test_rows, dtype=np.int64)
+        test = {k: v[rows] for k, v in test.items()}
     source = read_truth(train_path) if fit == "train" else test
     # the truth, not the (possibly wrong) training label, says what a sample is
     bogus_mask, real_mask = confusable_masks(source["kind"], source["true_label"], confusable_bogus, confusable_reals)
@@ -253,7 +260,7 @@ def _oracle_on_test(train_path, test_path, fit, confusable_bogus, confusable_rea
 
 def oracle_floor(train_path, test_path, tpr: float = 0.9, fit: str = "train",
                  confusable_bogus: Sequence[str] = CONFUSABLE_BOGUS, confusable_reals="hostless",
-                 n_bins: int = 20, n_bootstrap: int = 1000, seed: int = 0) -> dict:
+                 n_bins: int = 20, n_bootstrap: int = 1000, seed: int = 0, test_rows=None) -> dict:
     """The oracle's FPR at ``tpr`` on the test split (see the module docstring).
 
     Parameters
@@ -269,14 +276,18 @@ def oracle_floor(train_path, test_path, tpr: float = 0.9, fit: str = "train",
         ``"hostless"`` (:data:`HOSTLESS_REALS`), ``"all"`` or a list of kind names.
     n_bins, n_bootstrap, seed
         Histogram bins; bootstrap resamples and seed of the interval.
+    test_rows : array-like of int, optional
+        Rows of ``test_path`` to score (default: every row); with ``fit="test"`` also the fit's.
 
     Returns
     -------
     dict
-        ``fpr``, ``tpr``, ``threshold``, ``fpr_ci``; ``n_test`` and the confusable counts of the
-        test split; ``likelihood_ratio`` (the fitted bins); and the settings used.
+        ``fpr``, ``tpr``, ``threshold``, ``fpr_ci``, ``auc``, ``auc_ci``; ``n_test`` and the
+        confusable counts of the test split; ``likelihood_ratio`` (the fitted bins); and the
+        settings used.
     """
-    test, ratio, scores = _oracle_on_test(train_path, test_path, fit, confusable_bogus, confusable_reals, n_bins)
+    test, ratio, scores = _oracle_on_test(train_path, test_path, fit, confusable_bogus, confusable_reals, n_bins,
+                                          test_rows)
     labels = test["true_label"]
     out = floor_at_tpr(scores, labels, tpr, n_bootstrap=n_bootstrap, seed=seed)
     t_bogus, t_real = confusable_masks(test["kind"], labels, confusable_bogus, confusable_reals)
@@ -373,9 +384,10 @@ def method_pass_rates(predictions, test_path, tpr: float = 0.9, snr_edges: Seque
 
 def oracle_pass_rates(train_path, test_path, tpr: float = 0.9, snr_edges: Sequence[float] = SNR_EDGES,
                       fit: str = "train", confusable_bogus: Sequence[str] = CONFUSABLE_BOGUS,
-                      confusable_reals="hostless", n_bins: int = 20) -> dict:
+                      confusable_reals="hostless", n_bins: int = 20, test_rows=None) -> dict:
     """:func:`pass_rates` of the oracle (the oracle's settings as for :func:`oracle_floor`)."""
-    test, _, scores = _oracle_on_test(train_path, test_path, fit, confusable_bogus, confusable_reals, n_bins)
+    test, _, scores = _oracle_on_test(train_path, test_path, fit, confusable_bogus, confusable_reals, n_bins,
+                                      test_rows)
     return pass_rates(scores, test["true_label"], test["kind"], test["snr"], tpr=tpr, snr_edges=snr_edges)
 
 
