@@ -15,7 +15,7 @@ import numpy as np
 from realbogus.io import atomic_path
 
 __all__ = ["roc_figure", "score_figure", "save_figure", "plot_roc", "plot_scores", "pass_rate_figure",
-           "plot_pass_rates"]
+           "plot_pass_rates", "add_floor_points", "learning_curve_figure", "pass_rate_heatmap"]
 
 _REAL_COLOUR = "tab:blue"
 _BOGUS_COLOUR = "tab:red"
@@ -230,3 +230,145 @@ def plot_pass_rates(results: Mapping[str, Mapping], path: str | os.PathLike, tit
                     formats: Sequence[str] = ("png", "pdf")) -> list[Path]:
     """Draw :func:`pass_rate_figure` and save it as ``path`` (.png and .pdf by default)."""
     return save_figure(pass_rate_figure(results, title=title), path, formats)
+
+
+def add_floor_points(fig, points: Mapping[str, Mapping], tpr: float = 0.9):
+    """Mark floors' operating points (FPR at ``tpr``, with their intervals) on a :func:`roc_figure`.
+
+    Parameters
+    ----------
+    fig : matplotlib.figure.Figure
+        A figure made by :func:`roc_figure` (its first axes are the ROC axes).
+    points : mapping of str to mapping
+        Legend label -> ``{"fpr": ..., "fpr_ci": [lo, hi]}`` (the interval optional), e.g. the
+        output of :func:`realbogus.evaluation.floor.oracle_floor`.
+    tpr : float
+        TPR of the operating points.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        ``fig``. An FPR of 0 has no place on the log axis: it is drawn at the axis' left edge as
+        a left-pointing triangle (the floor lies somewhere below); the axis is widened to show a
+        positive FPR left of it.
+    """
+    ax = fig.axes[0]
+    left, right = ax.get_xlim()
+    positive = [float(v) for p in points.values() for v in [p["fpr"], *(p.get("fpr_ci") or [])] if float(v) > 0]
+    if positive and min(positive) < left:
+        left = 10 ** np.floor(np.log10(min(positive)))
+        ax.set_xlim(left, right)
+    markers = ("D", "s", "^", "v")
+    for i, (name, p) in enumerate(points.items()):
+        fpr = float(p["fpr"])
+        lo, hi = (p.get("fpr_ci") or [fpr, fpr])[:2]
+        x = max(fpr, left)
+        ci = f" ({float(lo):.2g}-{float(hi):.2g})" if p.get("fpr_ci") else ""
+        ax.errorbar([x], [tpr], xerr=[[x - max(float(lo), left)], [max(float(hi), left) - x]],
+                    fmt="<" if fpr <= 0 else markers[i % len(markers)], color="k", ms=6, mfc="0.85",
+                    capsize=3, lw=1, zorder=5, label=f"{name}; FPR {fpr:.2g}{ci} at TPR {tpr:g}")
+    ax.legend(loc="lower right", fontsize=7)
+    return fig
+
+
+def learning_curve_figure(curves: Mapping[str, Mapping], title: str | None = None):
+    """Validation loss and validation FPR at TPR 0.9 against the training step, per run.
+
+    Parameters
+    ----------
+    curves : mapping of str to mapping
+        Legend label -> ``{"step": [...], "val_loss": [...], "val_fpr": [...] or None}`` (one
+        value per epoch). Runs without ``val_fpr`` appear in the loss panel only; without any,
+        the figure has the loss panel alone.
+    title : str, optional
+        Figure title.
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+    """
+    from matplotlib.figure import Figure
+
+    with_fpr = [n for n, c in curves.items() if c.get("val_fpr") is not None]
+    fig = Figure(figsize=(12 if with_fpr else 6.5, 4.6), layout="constrained")
+    axes = fig.subplots(1, 2 if with_fpr else 1, squeeze=False)[0]
+    for i, (name, c) in enumerate(curves.items()):
+        style = dict(color=f"C{i % 10}", ls=("-", "--", ":", "-.")[i // 10 % 4], marker="o", ms=3, lw=1.2)
+        axes[0].plot(np.asarray(c["step"], float), np.asarray(c["val_loss"], float), label=name, **style)
+        if with_fpr and c.get("val_fpr") is not None:
+            fpr = np.asarray(c["val_fpr"], float)
+            axes[1].plot(np.asarray(c["step"], float), np.where(fpr > 0, fpr, np.nan), label=name, **style)
+    axes[0].set_ylabel("validation loss")
+    if with_fpr:
+        axes[1].set_yscale("log")
+        axes[1].set_ylabel("validation FPR at TPR 0.9 (0 not drawn)")
+    for ax in axes:
+        ax.set_xlabel("training step")
+        ax.grid(True, lw=0.4, alpha=0.4)
+    axes[0].legend(fontsize=6)  # every run has a loss curve; not every one an FPR curve
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
+
+
+def pass_rate_heatmap(results: Mapping[str, Mapping], title: str | None = None, min_rate: float = 1e-5):
+    """Pass rates of many methods at once: one row per method, one column per group.
+
+    :func:`pass_rate_figure` draws a bar per method and group, which stays readable for a few
+    methods; a table of several runs and oracles reads better as a grid of colours.
+
+    Parameters
+    ----------
+    results : mapping of str to dict
+        Method name -> the output of :func:`realbogus.evaluation.floor.pass_rates`.
+    title : str, optional
+        Figure title.
+    min_rate : float
+        Lower end of the log colour scale (rates of 0 are drawn in its colour and written "0").
+
+    Returns
+    -------
+    matplotlib.figure.Figure
+        Left: bogus called real per kind. Middle: bogus called real per S/N bin. Right: reals
+        called real per S/N bin. Empty cells: no sample of that class in the group.
+    """
+    from matplotlib.colors import LogNorm
+    from matplotlib.figure import Figure
+
+    names = list(results)
+    kinds = sorted({str(g) for r in results.values() for g, nb in zip(r["by_kind"]["group"], r["by_kind"]["n_bogus"])
+                    if nb > 0})
+    bins = [str(g) for g in next(iter(results.values()))["by_snr"]["group"]] if names else []
+
+    def grid(table_name, rate, count, columns):
+        out = np.full((len(names), len(columns)), np.nan)
+        for i, name in enumerate(names):
+            t = results[name][table_name]
+            for g, v, n in zip(t["group"], t[rate], t[count]):
+                if n > 0 and str(g) in columns:
+                    out[i, columns.index(str(g))] = v
+        return out
+
+    panels = [("bogus called real, per kind", grid("by_kind", "fpr", "n_bogus", kinds), kinds),
+              ("bogus called real, per S/N", grid("by_snr", "fpr", "n_bogus", bins), bins),
+              ("reals called real, per S/N", grid("by_snr", "tpr", "n_real", bins), bins)]
+    fig = Figure(figsize=(4.0 + 0.42 * (len(kinds) + 2 * len(bins)), 1.6 + 0.38 * len(names)), layout="constrained")
+    axes = fig.subplots(1, 3, width_ratios=[max(len(kinds), 1), max(len(bins), 1), max(len(bins), 1)], sharey=True)
+    norm = LogNorm(vmin=min_rate, vmax=1.0)
+    image = None
+    for ax, (label, values, columns) in zip(axes, panels):
+        shown = np.ma.masked_invalid(np.where(values > 0, np.maximum(values, min_rate),
+                                              np.where(values == 0, min_rate, np.nan)))
+        image = ax.imshow(shown, norm=norm, cmap="viridis", aspect="auto")
+        for (i, j), v in np.ndenumerate(values):
+            if np.isfinite(v):
+                text = "0" if v == 0 else (f"{v:.0e}" if v < 0.01 else f"{v:.2f}")
+                ax.text(j, i, text, ha="center", va="center", fontsize=5.5, color="w" if v < 0.1 else "k")
+        ax.set_xticks(np.arange(len(columns)), columns, rotation=60, ha="right", fontsize=7)
+        ax.set_title(label, fontsize=9)
+    axes[0].set_yticks(np.arange(len(names)), names, fontsize=7)
+    if image is not None:
+        fig.colorbar(image, ax=axes, shrink=0.8, label="fraction called real")
+    if title:
+        fig.suptitle(title, fontsize=10)
+    return fig
