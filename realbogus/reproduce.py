@@ -17,8 +17,17 @@
 Figures: ``stamp_gallery`` (1), ``fig2_models_data`` (simple/complex x all/mix/each),
 ``fig3a_label_handling`` (keep/remove/unlabel), ``fig3b_losses`` (CE, CE+ECH, CE+VAT,
 CE+ECH+VAT), ``fig4_label_errors`` (the out-of-fold label-error analysis), ``fig5_robustness``
-(the noise sweep), ``fig6_summary`` (AUC, FPR at TPR 0.9 and bogus per night per method) and
-``ztf_check`` (the paper's method on real ZTF alerts, where they exist).
+(the noise sweep), ``fig6_summary`` (AUC, FPR at TPR 0.9 and bogus per night per method),
+``fig7_pass_rates`` (each method's pass rate per bogus kind and per S/N bin at TPR 0.9),
+``fig8_learning_curves`` (validation loss and FPR at TPR 0.9 against the step) and ``ztf_check``
+(the paper's method on real ZTF alerts, where they exist).
+
+Beside every comparison: the oracle floor of the simulated data
+(:func:`realbogus.evaluation.floor.oracle_floor`, hosts knowable and S/N only) as table rows
+and as a marker in every ROC figure; the summary rows named in ``seeded`` at every seed of
+``reproduce.seeds`` (mean and spread, :func:`aggregate_seeds`); the authors' simple baseline as
+they trained it (``experiment=paper_baseline``) and their objective as their scripts ran it
+(``loss=ce_ech_vat_as_run``).
 """
 
 from __future__ import annotations
@@ -43,9 +52,16 @@ from realbogus.errors import ConfigError, DataError, report_errors
 from realbogus.noise_sweep import compose_train, run_logged
 from realbogus.rundir import RunDir
 
-__all__ = ["Run", "FIGURES", "plan_runs", "run_all", "draw_figures", "reproduce", "main"]
+__all__ = ["Run", "FIGURES", "FLOOR_ROWS", "plan_runs", "run_all", "draw_figures", "aggregate_seeds", "reproduce",
+           "main"]
 
-FIGURES = ("gallery", "models_data", "label_handling", "losses", "label_errors", "robustness", "summary", "ztf")
+FIGURES = ("gallery", "models_data", "label_handling", "losses", "label_errors", "robustness", "summary", "ztf",
+           "pass_rates", "learning_curves")
+#: Rows of the oracle floor in the tables, by ``confusable_reals`` of
+#: :func:`realbogus.evaluation.floor.oracle_floor`: hosts knowable (a lower bound) and S/N only (an estimate).
+FLOOR_ROWS = {"floor (oracle)": "hostless", "floor (oracle, S/N only)": "all"}
+
+
 @dataclass(frozen=True)
 class Run:
     """One training run behind a figure."""
@@ -56,6 +72,7 @@ class Run:
     run_dir: Path
     epochs: int
     sensor: int | None = None  # the sensor of a per-sensor ("each") run
+    seed: int = 0
 
 
 # --------------------------------------------------------------------------------------------
@@ -70,42 +87,64 @@ def _needed_figures(cfg: DictConfig) -> set[str]:
     if unknown:
         raise ConfigError(f"figures: {sorted(unknown)} not among {', '.join(FIGURES)}")
     need = asked & set(cfg.runs)
-    if "summary" in asked:
+    if asked & {"summary", "pass_rates", "learning_curves"}:  # the last two draw the summary's runs
         need |= {str(fig) for fig, _ in cfg.summary.values()}
     if asked & {"label_errors", "ztf"}:
         need.add(str(cfg.summary[cfg.method][0]))
     return need
 
 
+def _seeds(cfg: DictConfig) -> list[int]:
+    """Seeds of the rows in ``seeded``: ``reproduce.seeds``, always with ``seed`` (the other rows' seed) first."""
+    extra = [int(s) for s in (cfg.reproduce.get("seeds") or [])]
+    return [int(cfg.seed), *sorted(set(extra) - {int(cfg.seed)})]
+
+
+def _plan_entry(cfg: DictConfig, figure: str, label: str, overrides, seed: int) -> list[Run]:
+    """The runs of one legend entry at one seed (one per sensor for "each")."""
+    scale = cfg.reproduce
+    base = [*map(str, scale.train_overrides), f"seed={seed}"]
+    small = [*map(str, scale.small_data_overrides)]
+    sensors = [int(s) for s in scale.each_sensors]
+    overrides = [*map(str, overrides)]
+    subset = next((o.split("=", 1)[1] for o in overrides if o.startswith("data_subset=")), "all")
+    variants = [(None, [])]
+    if subset == "each":
+        if not sensors:
+            raise ConfigError("reproduce.each_sensors is empty: the 'each' runs need sensors")
+        variants = [(s, [f"data_subset.sensors=[{s}]"]) for s in sensors]
+    out = []
+    for sensor, extra in variants:
+        full = [*base, *(small if subset != "all" else []), *overrides, *extra]
+        train_cfg = compose_train(full)
+        out.append(Run(figure, label, tuple(full), Path(cfg.runs_dir) / str(train_cfg.run_name),
+                       int(train_cfg.trainer.epochs), sensor, seed))
+    return out
+
+
 def plan_runs(cfg: DictConfig) -> list[Run]:
     """Every run of the needed figures, with the folder its training config leads to.
 
     A run that two figures share (the same config) appears once per figure with the same
-    ``run_dir``, and is trained once.
+    ``run_dir``, and is trained once. The runs of the summary rows named in ``seeded`` are
+    planned at every seed of ``reproduce.seeds``, and so is any entry of another figure that is
+    the same run (complex + CE is both "complex, all" and "CE"); every other run at ``seed``.
     """
-    scale = cfg.reproduce
-    base = [*map(str, scale.train_overrides), f"seed={cfg.seed}"]
-    small = [*map(str, scale.small_data_overrides)]
-    sensors = [int(s) for s in scale.each_sensors]
-    runs_dir = Path(cfg.runs_dir)
     need = _needed_figures(cfg)
-    out = []
+    first = {}
     for figure, entries in cfg.runs.items():
-        if figure not in need:
-            continue
-        for label, overrides in entries.items():
-            overrides = [*map(str, overrides)]
-            subset = next((o.split("=", 1)[1] for o in overrides if o.startswith("data_subset=")), "all")
-            variants = [(None, [])]
-            if subset == "each":
-                if not sensors:
-                    raise ConfigError("reproduce.each_sensors is empty: the 'each' runs need sensors")
-                variants = [(s, [f"data_subset.sensors=[{s}]"]) for s in sensors]
-            for sensor, extra in variants:
-                full = [*base, *(small if subset != "all" else []), *overrides, *extra]
-                train_cfg = compose_train(full)
-                out.append(Run(str(figure), str(label), tuple(full), runs_dir / str(train_cfg.run_name),
-                               int(train_cfg.trainer.epochs), sensor))
+        if figure in need:
+            for label, overrides in entries.items():
+                first[(str(figure), str(label))] = (overrides, _plan_entry(cfg, str(figure), str(label), overrides,
+                                                                           int(cfg.seed)))
+    seeded_dirs = {r.run_dir for row in (cfg.get("seeded") or []) if row in cfg.summary
+                   for r in first.get(tuple(map(str, cfg.summary[row])), (None, []))[1]}
+    out = []
+    for (figure, label), (overrides, runs) in first.items():
+        out += runs
+        if any(r.run_dir in seeded_dirs for r in runs):
+            for seed in _seeds(cfg)[1:]:
+                out += _plan_entry(cfg, figure, label, overrides, seed)
     return out
 
 
@@ -211,6 +250,7 @@ def _metrics_row(label: str, pred: dict, runs: list[Run], n_bootstrap: int, seed
         "tpr_at_fpr_0.001": m["tpr_at_fpr"]["0.001"]["tpr"] if "0.001" in m["tpr_at_fpr"] else float("nan"),
         "run_dirs": " ".join(str(r.run_dir) for r in runs),
         "_roc": (fpr, tpr),
+        "_pred": pred,
     }
 
 
@@ -227,29 +267,142 @@ def _save_table(path: Path, rows: list[dict]) -> None:
             w.writerow([f"{r[k]:.6g}" if isinstance(r[k], float) else r[k] for k in keys])
 
 
+def _mean_roc(curves: list[tuple[np.ndarray, np.ndarray]]) -> tuple[np.ndarray, np.ndarray]:
+    """ROC of several seeds: at each TPR the mean of their FPRs (each the first point reaching it),
+    so the curve passes through the table's mean FPR at TPR 0.9."""
+    if len(curves) == 1:
+        return curves[0]
+    grid = np.union1d(np.linspace(0.0, 1.0, 2001), [0.9])
+    fprs = []
+    for fpr, tpr in curves:
+        j = np.minimum(np.searchsorted(np.asarray(tpr), grid, side="left"), len(tpr) - 1)
+        fprs.append(np.asarray(fpr)[j])
+    return np.mean(fprs, axis=0), grid
+
+
+def aggregate_seeds(rows: list[dict]) -> dict:
+    """One table row from the rows of the same method at several seeds.
+
+    The value of each metric is the mean over the seeds. Its interval spans both the mean of the
+    seeds' 95% bootstrap intervals (the test set is the same for every seed, so their test-set
+    errors move together and the interval of the mean is about the mean of the intervals) and
+    the range of the seeds' own values: the wider of the test-set and the seed-to-seed
+    uncertainty. ``n_seeds``, ``seeds`` and the per-seed FPRs at TPR 0.9 are kept; a single row is
+    returned as it is (with ``n_seeds`` 1).
+    """
+    if len(rows) == 1:
+        return {**rows[0], "n_seeds": 1, "seeds": str(rows[0].get("_seed", "")),
+                "fpr_at_tpr_0.9_per_seed": f"{rows[0]['fpr_at_tpr_0.9']:.6g}"}
+    out = dict(rows[0])
+    for key, lo, hi in (("auc", "auc_lo", "auc_hi"), ("fpr_at_tpr_0.9", "fpr_lo", "fpr_hi"),
+                        ("bogus_per_night", "bogus_per_night_lo", "bogus_per_night_hi")):
+        values = np.array([r[key] for r in rows], float)
+        out[key] = float(np.mean(values))
+        out[lo] = float(min(np.mean([r[lo] for r in rows]), values.min()))
+        out[hi] = float(max(np.mean([r[hi] for r in rows]), values.max()))
+    out["tpr_at_fpr_0.001"] = float(np.mean([r["tpr_at_fpr_0.001"] for r in rows]))
+    out["n_runs"] = sum(int(r["n_runs"]) for r in rows)
+    out["run_dirs"] = " ".join(r["run_dirs"] for r in rows)
+    out["n_seeds"] = len(rows)
+    out["seeds"] = " ".join(str(r.get("_seed", "")) for r in rows)
+    out["fpr_at_tpr_0.9_per_seed"] = " ".join(f"{r['fpr_at_tpr_0.9']:.6g}" for r in rows)
+    out["_roc"] = _mean_roc([r["_roc"] for r in rows])
+    out["_pred"] = rows[0]["_pred"]  # the first seed's predictions (pass rates)
+    out["_seed_rows"] = rows
+    return out
+
+
+def _save_columns(path: Path, cols: dict[str, list]) -> None:
+    """Equal-length columns as a quoted CSV (method names hold commas)."""
+    from realbogus.io import atomic_write
+
+    with atomic_write(path) as fh:
+        w = csv.writer(fh, lineterminator="\n")
+        w.writerow(list(cols))
+        for values in zip(*cols.values()):
+            w.writerow(["" if isinstance(v, (float, np.floating)) and np.isnan(v)
+                        else f"{v:.6g}" if isinstance(v, (float, np.floating)) else v for v in values])
+
+
 def comparison(cfg: DictConfig, runs: list[Run], entries: list[tuple[str, str, str]],
                sensors: list[int] | None = None) -> list[dict]:
     """Metrics rows (with ROC curves) of ``entries`` (row label, figure, legend label of its runs)
-    whose runs have finished; the others are left out with a note."""
+    whose runs have finished, one row per entry over its seeds (:func:`aggregate_seeds`); the
+    others are left out with a note, as are the seeds not finished yet."""
     rows = []
     for row_label, figure, label in entries:
         members = [r for r in runs if r.figure == figure and r.label == label]
-        pred = _predictions(members, sensors)
-        if pred is None:
-            print(f"{figure}: '{label}' has no finished run yet; left out")
-            continue
-        rows.append(_metrics_row(row_label, pred, members, int(cfg.n_bootstrap), int(cfg.seed)))
+        per_seed = []
+        for seed in sorted({r.seed for r in members}, key=lambda v: (v != int(cfg.seed), v)):
+            of_seed = [r for r in members if r.seed == seed]
+            pred = _predictions(of_seed, sensors)
+            if pred is None:
+                print(f"{figure}: '{label}' has no finished run at seed {seed} yet; left out")
+                continue
+            per_seed.append({**_metrics_row(row_label, pred, of_seed, int(cfg.n_bootstrap), int(cfg.seed)),
+                             "_seed": seed})
+        if per_seed:
+            rows.append(aggregate_seeds(per_seed))
     return rows
 
 
-def _roc_figure(rows: list[dict], path: Path, title: str) -> list[Path]:
-    from realbogus.evaluation.plots import roc_figure, save_figure
+def _test_rows(test_path: Path, sensors: list[int]) -> np.ndarray:
+    """Rows of ``test_path`` from ``sensors`` (the stamps the "each" comparison is scored on)."""
+    from realbogus.data.format import open_dataset
 
-    return save_figure(roc_figure({r["method"]: r["_roc"] for r in rows}, title=title), path)
+    with open_dataset(test_path) as ds:
+        return np.flatnonzero(np.isin(ds.column("sensor_id"), sensors))
 
 
-def _summary_figure(rows: list[dict], path: Path) -> list[Path]:
-    """Bogus per night at TPR 0.9 per method, with its bootstrap interval, log scale."""
+def _floors(cfg: DictConfig, sensors: list[int] | None = None) -> dict[str, dict] | None:
+    """The oracle floor of this scale's data (:data:`FLOOR_ROWS`, both variants), on the test rows
+    of ``sensors`` or on the whole test split; None when the data are not simulated (no truth)."""
+    from realbogus.errors import RealbogusError
+    from realbogus.evaluation.floor import oracle_floor
+    from realbogus.simulation import dataset_paths
+
+    train, test = dataset_paths(compose_train([*map(str, cfg.reproduce.train_overrides)]).data)
+    if not (train.is_file() and test.is_file()):
+        print(f"floor: {train.parent} holds no train.h5 and test.h5; left out")
+        return None
+    try:
+        rows = _test_rows(test, sensors) if sensors is not None else None
+        return {name: {**oracle_floor(train, test, confusable_reals=reals, n_bootstrap=int(cfg.n_bootstrap),
+                                      seed=int(cfg.seed), test_rows=rows), "train_path": str(train),
+                       "test_path": str(test)}
+                for name, reals in FLOOR_ROWS.items()}
+    except (RealbogusError, ValueError) as exc:  # real data without ground truth, or no confusable kinds
+        print(f"floor: {exc}; left out")
+        return None
+
+
+def _floor_row(name: str, floor: dict) -> dict:
+    """A table row of a floor, with the columns of :func:`_metrics_row` (no runs)."""
+    nan = float("nan")
+    lo, hi = floor.get("fpr_ci") or (nan, nan)
+    alo, ahi = floor.get("auc_ci") or (nan, nan)
+    return {"method": name, "n_runs": 0, "n_real": floor["n_test_real"], "n_bogus": floor["n_test_bogus"],
+            "auc": floor["auc"], "auc_lo": alo, "auc_hi": ahi, "fpr_at_tpr_0.9": floor["fpr"], "fpr_lo": lo,
+            "fpr_hi": hi, "bogus_per_night": floor["fpr"] * 1e6, "bogus_per_night_lo": lo * 1e6,
+            "bogus_per_night_hi": hi * 1e6, "tpr_at_fpr_0.001": nan, "run_dirs": "", "n_seeds": 0, "seeds": "",
+            "fpr_at_tpr_0.9_per_seed": "", "_floor": floor}
+
+
+def _roc_figure(rows: list[dict], path: Path, title: str, floors: dict | None = None) -> list[Path]:
+    from realbogus.evaluation.plots import add_floor_points, roc_figure, save_figure
+
+    def name(r):
+        return r["method"] + (f" (mean of {r['n_seeds']} seeds)" if r.get("n_seeds", 1) > 1 else "")
+
+    fig = roc_figure({name(r): r["_roc"] for r in rows if "_floor" not in r}, title=title)
+    if floors:
+        add_floor_points(fig, floors)
+    return save_figure(fig, path)
+
+
+def _summary_figure(rows: list[dict], path: Path, floors: list[dict] | None = None) -> list[Path]:
+    """Bogus per night at TPR 0.9 per method, with its bootstrap interval, log scale; floors
+    (rows of :func:`_floor_row`) as vertical lines where they are above 0."""
     from matplotlib.figure import Figure
     from matplotlib.ticker import NullFormatter
 
@@ -269,7 +422,17 @@ def _summary_figure(rows: list[dict], path: Path) -> list[Path]:
         ax.text(h * 1.1, yi, f"{v:,.0f}", va="center", fontsize=8)  # beyond the interval's end
     ax.set_yticks(y, [r["method"] for r in rows], fontsize=8)
     ax.set_xscale("log")
-    ax.set_xlim(float(np.min(lo)) / 1.5, float(np.max(hi)) * 2.0)
+    left = float(np.min(lo)) / 1.5
+    for i, f in enumerate(floors or []):
+        if f["bogus_per_night"] > 0:
+            left = min(left, f["bogus_per_night"] / 1.5)
+            ax.axvline(f["bogus_per_night"], color="k", ls=("--", ":")[i % 2], lw=1,
+                       label=f"{f['method']}: {f['bogus_per_night']:,.0f}")
+        else:
+            ax.plot([], [], " ", label=f"{f['method']}: 0 (no bogus need pass)")
+    if floors:
+        ax.legend(fontsize=7, loc="lower right")
+    ax.set_xlim(left, float(np.max(hi)) * 2.0)
     ax.xaxis.set_minor_formatter(NullFormatter())  # decades only: minor labels collide
     ax.set_xlabel("bogus candidates a night kept at TPR 0.9\n(of 10^6 bogus detections; bars: 95% interval)")
     ax.set_title("Candidates a night for a human to vet", fontsize=10)
@@ -354,6 +517,85 @@ def _ztf_check(cfg: DictConfig, runs: list[Run], out: Path) -> dict | None:
     return check_ztf(run.run_dir, ztf, out / "ztf_check")
 
 
+def _pass_rates(cfg: DictConfig, rows: list[dict], floors: dict | None, out: Path) -> dict | None:
+    """Figure 7: each summary method's (and the oracles') pass rate per bogus kind and per S/N bin at
+    TPR 0.9, from the first seed's predictions; numbers in ``fig7_pass_rates.csv``."""
+    from realbogus.errors import RealbogusError
+    from realbogus.evaluation.floor import method_pass_rates, oracle_pass_rates
+    from realbogus.evaluation.plots import pass_rate_heatmap, save_figure
+
+    if not floors:
+        print("pass_rates: no simulated ground truth (see floor); left out")
+        return None
+    some = next(iter(floors.values()))
+    train, test = some["train_path"], some["test_path"]
+    tables = {}
+    try:
+        for r in rows:
+            if "_floor" not in r and "index" in r["_pred"]:
+                tables[r["method"]] = method_pass_rates(r["_pred"], test)
+        for name, reals in FLOOR_ROWS.items():
+            tables[name] = oracle_pass_rates(train, test, confusable_reals=reals)
+    except (RealbogusError, ValueError) as exc:
+        print(f"pass_rates: {exc}; left out")
+        return None
+    cols: dict[str, list] = {k: [] for k in ("method", "table", "group", "n_bogus", "n_bogus_passed", "bogus_pass_rate",
+                                             "bogus_pass_rate_lo", "bogus_pass_rate_hi", "share_of_false_positives",
+                                             "n_real", "n_real_passed", "real_pass_rate", "threshold")}
+    for name, t in tables.items():
+        for which in ("by_kind", "by_snr"):
+            b = t[which]
+            for i in range(len(b["group"])):
+                for key, value in (("method", name), ("table", which[3:]), ("group", str(b["group"][i])),
+                                   ("n_bogus", b["n_bogus"][i]), ("n_bogus_passed", b["n_bogus_passed"][i]),
+                                   ("bogus_pass_rate", b["fpr"][i]), ("bogus_pass_rate_lo", b["fpr_lo"][i]),
+                                   ("bogus_pass_rate_hi", b["fpr_hi"][i]), ("share_of_false_positives", b["share"][i]),
+                                   ("n_real", b["n_real"][i]), ("n_real_passed", b["n_real_passed"][i]),
+                                   ("real_pass_rate", b["tpr"][i]), ("threshold", t["threshold"])):
+                    cols[key].append(value)
+    _save_columns(out / "fig7_pass_rates.csv", cols)
+    save_figure(pass_rate_heatmap(tables, title="Called real at each method's threshold for TPR 0.9 "
+                                  f"(seed {cfg.seed}; test split)"), out / "fig7_pass_rates")
+    return tables
+
+
+def _learning_curves(cfg: DictConfig, runs: list[Run], out: Path) -> list[dict] | None:
+    """Figure 8: validation loss and validation FPR at TPR 0.9 against the step, for the runs of
+    the summary rows (every seed); numbers in ``fig8_learning_curves.csv``."""
+    from realbogus.evaluation.plots import learning_curve_figure, save_figure
+    from realbogus.reporting import learning_curve
+
+    entries, seen = [], set()
+    for row, (figure, label) in cfg.summary.items():
+        members = [r for r in runs if r.figure == str(figure) and r.label == str(label) and r.sensor is None]
+        n_seeds = len({r.seed for r in members})
+        for r in members:
+            if r.run_dir in seen or not _finished(r):
+                continue
+            curve = learning_curve(r.run_dir)
+            if curve is None:
+                continue
+            seen.add(r.run_dir)
+            name = str(row) + (f" (seed {r.seed})" if n_seeds > 1 else "")
+            entries.append({"method": str(row), "name": name, "seed": r.seed, "run_dir": r.run_dir, **curve})
+    if not entries:
+        print("learning_curves: no finished run with a history.csv; left out")
+        return None
+    cols: dict[str, list] = {k: [] for k in ("method", "seed", "run", "epoch", "step", "val_loss",
+                                             "val_fpr_at_tpr_0.9")}
+    for e in entries:
+        for i in range(len(e["epoch"])):
+            for key, value in (("method", e["method"]), ("seed", e["seed"]), ("run", e["run_dir"].name),
+                               ("epoch", e["epoch"][i]), ("step", e["step"][i]), ("val_loss", e["val_loss"][i]),
+                               ("val_fpr_at_tpr_0.9", e["val_fpr"][i] if e["val_fpr"] is not None else float("nan"))):
+                cols[key].append(value)
+    _save_columns(out / "fig8_learning_curves.csv", cols)
+    fig = learning_curve_figure({e["name"]: {"step": e["step"], "val_loss": e["val_loss"], "val_fpr": e["val_fpr"]}
+                                 for e in entries}, title="Validation curves of the summary's runs")
+    save_figure(fig, out / "fig8_learning_curves.png")
+    return entries
+
+
 def draw_figures(cfg: DictConfig, runs: list[Run]) -> dict:
     """Every figure asked for, from what is on disk; returns the numbers the report needs."""
     import matplotlib
@@ -372,6 +614,8 @@ def draw_figures(cfg: DictConfig, runs: list[Run]) -> dict:
             make_gallery(out / f"stamp_gallery.{fmt}", Path(data.dir), ztf if ztf.is_file() else None, fmt=fmt)
         res["gallery"] = True
     sensors = [int(s) for s in cfg.reproduce.each_sensors]
+    # the floor of the simulated data, once per reproduction (and once for the "each" sensors' rows)
+    res["floor"] = _floors(cfg) if asked & {"label_handling", "losses", "summary", "pass_rates"} else None
     titles = {
         "models_data": f"Network x training data (test rows of sensors {', '.join(map(str, sensors))})",
         "label_handling": "Label handling, complex + CE+ECH+VAT",
@@ -383,24 +627,37 @@ def draw_figures(cfg: DictConfig, runs: list[Run]) -> dict:
             continue
         entries = [(str(label), figure, str(label)) for label in cfg.runs[figure]]
         rows = comparison(cfg, runs, entries, sensors if figure == "models_data" else None)
+        floors = _floors(cfg, sensors) if figure == "models_data" else res["floor"]
+        if figure == "models_data":
+            res["floor_each_sensors"] = floors
         if rows:
+            rows += [_floor_row(name, f) for name, f in (floors or {}).items()]
             _save_table(out / f"{names[figure]}.csv", rows)
-            _roc_figure(rows, out / f"{names[figure]}.png", titles[figure])
+            _roc_figure(rows, out / f"{names[figure]}.png", titles[figure], floors)
         res[figure] = rows
     if "label_errors" in asked:
         res["label_errors"] = _label_error_figure(cfg, runs, out)
     if "robustness" in asked:
         res["robustness"] = _robustness_figure(cfg, out)
+    summary_rows = None
+    if asked & {"summary", "pass_rates"}:
+        summary_rows = comparison(cfg, runs, [(str(label), str(fig), str(entry))
+                                              for label, (fig, entry) in cfg.summary.items()])
     if "summary" in asked:
-        rows = comparison(cfg, runs, [(str(label), str(fig), str(entry)) for label, (fig, entry) in cfg.summary.items()])
+        rows = list(summary_rows)
+        floor_rows = [_floor_row(name, f) for name, f in (res["floor"] or {}).items()]
         base = next((r for r in rows if r["method"] == cfg.baseline), None)
-        for r in rows:
+        for r in rows + floor_rows:
             r["reduction_vs_baseline"] = (base["bogus_per_night"] / r["bogus_per_night"]
                                           if base and r["bogus_per_night"] > 0 else float("nan"))
         if rows:
-            _save_table(out / "fig6_summary.csv", rows)
-            _summary_figure(rows, out / "fig6_summary.png")
-        res["summary"] = rows
+            _save_table(out / "fig6_summary.csv", rows + floor_rows)
+            _summary_figure(rows, out / "fig6_summary.png", floor_rows)
+        res["summary"] = rows + floor_rows if rows else rows
+    if "pass_rates" in asked:
+        res["pass_rates"] = _pass_rates(cfg, summary_rows or [], res["floor"], out)
+    if "learning_curves" in asked:
+        res["learning_curves"] = _learning_curves(cfg, runs, out)
     if "ztf" in asked:
         res["ztf"] = _ztf_check(cfg, runs, out)
     return res
@@ -419,6 +676,12 @@ def _check(cfg: DictConfig) -> None:
             raise ConfigError(f"summary.{label}: {list(pair)} is not [figure, legend label] of a run in runs")
     if cfg.baseline not in cfg.summary or cfg.method not in cfg.summary:
         raise ConfigError("baseline and method must name rows of summary")
+    for key in ("authors_baseline", "as_run"):
+        if cfg.get(key) and cfg[key] not in cfg.summary:
+            raise ConfigError(f"{key}: {cfg[key]!r} is not a row of summary")
+    for row in cfg.get("seeded") or []:
+        if row not in cfg.summary:
+            raise ConfigError(f"seeded: {row!r} is not a row of summary")
 
 
 @report_errors

@@ -147,10 +147,13 @@ def test_plan_expands_each_and_shares_identical_runs(tmp_path):
     each = [r for r in runs if r.label == "complex, each"]
     assert [r.sensor for r in each] == list(cfg.reproduce.each_sensors)
     assert len({r.run_dir for r in each}) == len(each)
-    # complex + CE on all data is in figure 2 and figure 3b: one run serves both
-    ce_all = [r for r in runs if r.label in ("complex, all", "CE")]
-    assert len(ce_all) == 2 and ce_all[0].run_dir == ce_all[1].run_dir
-    assert len(_unique(runs)) == len(runs) - 2  # also CE+ECH+VAT (losses) == keep (label handling)
+    # complex + CE on all data is in figure 2 and figure 3b: one run serves both, at each of its seeds
+    for seed in cfg.reproduce.seeds:
+        ce_all = [r for r in runs if r.label in ("complex, all", "CE") and r.seed == seed]
+        assert len(ce_all) == 2 and ce_all[0].run_dir == ce_all[1].run_dir
+    n_seeds = len(cfg.reproduce.seeds)
+    # also CE+ECH+VAT (losses) == keep (label handling)
+    assert len(_unique(runs)) == len(runs) - n_seeds - 1
     assert all(r.run_dir.parent == tmp_path for r in runs)
 
 
@@ -172,20 +175,219 @@ def test_reproduce_smoke_end_to_end(tmp_path):
     assert first.returncode == 0, first.stdout[-3000:] + first.stderr[-3000:]
     figures = out / "figures"
     for name in ("stamp_gallery", "fig2_models_data", "fig3a_label_handling", "fig3b_losses", "fig4_label_errors",
-                 "fig5_robustness", "fig6_summary"):
+                 "fig5_robustness", "fig6_summary", "fig7_pass_rates", "fig8_learning_curves"):
         for ext in ("png", "pdf"):
             assert (figures / f"{name}.{ext}").stat().st_size > 1000, name
     for name in ("fig2_models_data", "fig3a_label_handling", "fig3b_losses", "fig4_label_errors", "fig5_robustness",
-                 "fig6_summary"):
+                 "fig6_summary", "fig7_pass_rates", "fig8_learning_curves"):
         assert (figures / f"{name}.csv").is_file()
     report = (out / "REPORT.md").read_text()
-    for section in ("Network and training data", "Label handling", "Loss combinations", "Label errors against",
-                    "Robustness to label errors", "Headline table", "Runs"):
+    for section in ("The floor of the simulated data", "Network and training data", "Label handling",
+                    "Loss combinations", "Label errors against", "Robustness to label errors", "Headline table",
+                    "Where the false positives come from", "Did the runs reach their plateau?", "Runs"):
         assert f"## {section}" in report
-    assert "Not drawn yet" not in report
+    assert "Not drawn yet" not in report and "Not computed" not in report
     rows = (figures / "fig2_models_data.csv").read_text().splitlines()
-    assert len(rows) == 1 + 6
+    assert len(rows) == 1 + 6 + 2  # the six methods and the two floors
+    summary = (figures / "fig6_summary.csv").read_text()
+    assert "floor (oracle)" in summary and "authors' training" in summary and "ran it" in summary
     second = subprocess.run(args, cwd=REPO, env=env, capture_output=True, text=True)
     assert second.returncode == 0, second.stderr[-3000:]
     assert "0 to train" in second.stdout
     assert "nothing to train" in second.stdout  # the sweep's cells are all done too
+
+
+# --------------------------------------------------------------------------------------------
+# the plateau rule, on synthetic histories
+
+
+def test_plateau_still_improving_on_a_falling_curve():
+    from realbogus.reporting import plateau
+
+    steps = np.arange(1, 11) * 100
+    falling = 1.0 + np.exp(-steps / 400.0)  # smooth, still falling at the end
+    assert plateau(steps, falling)["verdict"] == "still improving"
+    two = plateau([500, 1000], [0.5, 0.4])  # two epochs, noise unknown: any new best counts
+    assert two["verdict"] == "still improving" and two["noise"] == 0.0
+
+
+def test_plateau_reached_on_flat_or_noisy_tails():
+    from realbogus.reporting import plateau
+
+    rng = np.random.default_rng(0)
+    steps = np.arange(1, 21) * 50
+    converged = 1.0 + np.exp(-steps / 100.0)  # flat long before the last 20% of steps
+    assert plateau(steps, converged)["verdict"] == "reached its plateau"
+    # a flat curve whose last value is lowest by less than its scatter: noise, not progress
+    noisy = 0.3 + 0.01 * rng.standard_normal(20)
+    noisy[-1] = noisy[:-1].min() - 0.002
+    result = plateau(steps, noisy)
+    assert result["gain"] > 0 and result["noise"] > result["gain"]
+    assert result["verdict"] == "reached its plateau"
+    # the same curve with a clear drop at the end is still improving
+    noisy[-1] = noisy[:-1].min() - 0.1
+    assert plateau(steps, noisy)["verdict"] == "still improving"
+    # best value early, worse since (overfitting, early stopping): reached its plateau
+    assert plateau(steps, np.r_[np.linspace(1, 0.2, 5), np.linspace(0.25, 0.4, 15)])["verdict"] == "reached its plateau"
+
+
+def test_plateau_one_epoch_and_missing_values():
+    from realbogus.reporting import plateau
+
+    assert plateau([100], [0.3])["verdict"] == "too short to tell"
+    assert plateau([], [])["verdict"] == "too short to tell"
+    # NaNs (an epoch without a value) are dropped, not compared
+    assert plateau([1, 2, 3, 4, 5], [0.5, np.nan, 0.4, 0.3, np.nan])["verdict"] == "still improving"
+
+
+# --------------------------------------------------------------------------------------------
+# floor, pass rates, learning curves and seeds from hand-made run folders
+
+
+def _fake_run(run, truth: dict, quality: float, seed: int, history: dict) -> None:
+    """A finished run folder (config, state, checkpoint state, history, predictions) for ``run``."""
+    from realbogus.evaluation.report import write_predictions
+    from realbogus.io import save_json
+    from realbogus.noise_sweep import compose_train
+    from realbogus.rundir import RunDir
+
+    rundir = RunDir(run.run_dir)
+    rundir.path.mkdir(parents=True, exist_ok=True)
+    rundir.write_config(compose_train(list(run.overrides)))
+    epochs = len(history["val_loss"])
+    rundir.write_state("done", epochs_trained=epochs, best_epoch=epochs, wall_seconds_last_session=1.0)
+    save_json(rundir.checkpoint_dir / "state.json", {"epoch": epochs, "best_epoch": epochs, "stopped": False})
+    rundir.metrics_path.write_text("{}")
+    cols = {"epoch": np.arange(epochs), **history}
+    lines = [",".join(cols)] + [",".join(str(cols[k][i]) for k in cols) for i in range(epochs)]
+    (rundir / RunDir.HISTORY).write_text("\n".join(lines) + "\n")
+    rng = np.random.default_rng(seed + int(quality * 100))
+    y = truth["true_label"]
+    logit = quality * (2 * y - 1) + rng.standard_normal(y.size)
+    write_predictions(rundir.predictions_path, {"score": 1 / (1 + np.exp(-logit)), "label": y, "true_label": y,
+                                                "index": np.arange(y.size), "kind": truth["kind"],
+                                                "sensor_id": np.zeros(y.size, np.int64)})
+
+
+@pytest.fixture
+def fake_reproduction(tmp_path, monkeypatch, smoke_dir):
+    """A smoke-scale reproduce config whose summary runs are hand-made folders on the smoke data."""
+    from realbogus.evaluation.floor import read_truth
+    from realbogus.reproduce import plan_runs
+
+    data_root = tmp_path / "data"
+    data_root.mkdir()
+    (data_root / "smoke").symlink_to(smoke_dir, target_is_directory=True)
+    monkeypatch.setenv("REALBOGUS_DATA_DIR", str(data_root))
+    out = tmp_path / "out"
+    cfg = _compose(["scale=smoke", f"runs_dir={out}/runs", f"figures_dir={out}/figures", f"report={out}/REPORT.md",
+                    f"sweep_dir={out}/sweep", "figures=[summary,pass_rates,learning_curves]", "n_bootstrap=50"])
+    runs = plan_runs(cfg)
+    truth = read_truth(smoke_dir / "test.h5")
+    quality = {"simple + CE (the previous classifier)": 1.2, "complex + CE": 1.3,
+               "complex + CE+ECH+VAT, suspects unlabelled (paper)": 1.5,
+               "simple + CE (authors' training: Adadelta 1e-3, batch 64)": 0.6}
+    done = set()
+    for row, (figure, label) in cfg.summary.items():
+        for run in (r for r in runs if r.figure == figure and r.label == label):
+            if run.run_dir in done:
+                continue
+            done.add(run.run_dir)
+            history = {"val_loss": [0.6, 0.5, 0.45, 0.44]}
+            if row != cfg.as_run:  # the training engineer's new column, missing from one run
+                history["val_fpr_at_tpr_0.9"] = [0.2, 0.1, 0.08, 0.05]
+            _fake_run(run, truth, quality.get(row, 1.0), run.seed, history)
+    return cfg, runs, out
+
+
+def test_floor_rows_pass_rates_and_learning_curves_from_run_folders(fake_reproduction, smoke_dir):
+    import csv
+
+    from realbogus.evaluation.floor import oracle_floor
+    from realbogus.reporting import write_report
+    from realbogus.reproduce import draw_figures
+
+    cfg, runs, out = fake_reproduction
+    res = draw_figures(cfg, runs)
+    figures = out / "figures"
+    with open(figures / "fig6_summary.csv", newline="") as fh:
+        summary = {r["method"]: r for r in csv.DictReader(fh)}
+    # one row per summary entry, plus the two floors
+    assert set(summary) == set(cfg.summary) | {"floor (oracle)", "floor (oracle, S/N only)"}
+    expected = oracle_floor(smoke_dir / "train.h5", smoke_dir / "test.h5", confusable_reals="all", n_bootstrap=0)
+    assert float(summary["floor (oracle, S/N only)"]["fpr_at_tpr_0.9"]) == pytest.approx(expected["fpr"], rel=1e-5)
+    assert summary["floor (oracle)"]["n_runs"] == "0"
+    # seeded rows: two runs, the mean of the seeds' values, an interval that covers both seeds
+    paper = summary[cfg.method]
+    per_seed = [float(v) for v in paper["fpr_at_tpr_0.9_per_seed"].split()]
+    assert paper["n_runs"] == "2" and paper["n_seeds"] == "2" and len(per_seed) == 2
+    assert float(paper["fpr_at_tpr_0.9"]) == pytest.approx(np.mean(per_seed), rel=1e-4)
+    assert float(paper["fpr_lo"]) <= min(per_seed) and float(paper["fpr_hi"]) >= max(per_seed)
+    assert summary[cfg.as_run]["n_runs"] == "1"
+    # pass rates: every method and both oracles, per kind and per S/N bin, consistent with the FPR
+    with open(figures / "fig7_pass_rates.csv", newline="") as fh:
+        rates = list(csv.DictReader(fh))
+    assert {r["method"] for r in rates} == set(cfg.summary) | {"floor (oracle)", "floor (oracle, S/N only)"}
+    for method in (cfg.method, "floor (oracle, S/N only)"):
+        kinds = [r for r in rates if r["method"] == method and r["table"] == "kind"]
+        snr = [r for r in rates if r["method"] == method and r["table"] == "snr"]
+        assert len(kinds) > 3 and len(snr) > 3
+        n_bogus = sum(int(r["n_bogus"]) for r in kinds)
+        passed = sum(int(r["n_bogus_passed"]) for r in kinds)
+        assert n_bogus == sum(int(r["n_bogus"]) for r in snr) == int(summary[method]["n_bogus"])
+        assert passed / n_bogus == pytest.approx(res["pass_rates"][method]["fpr"])
+        if passed:
+            assert sum(float(r["share_of_false_positives"]) for r in kinds) == pytest.approx(1.0, abs=1e-4)
+    assert (figures / "fig7_pass_rates.png").stat().st_size > 1000
+    # learning curves: steps from trainer.steps_per_epoch (4 at smoke scale); a missing column tolerated
+    with open(figures / "fig8_learning_curves.csv", newline="") as fh:
+        curves = list(csv.DictReader(fh))
+    assert {int(float(r["step"])) for r in curves} == {4, 8, 12, 16}
+    as_run = [r for r in curves if r["method"] == cfg.as_run]
+    assert as_run and all(r["val_fpr_at_tpr_0.9"] == "" for r in as_run)
+    assert (figures / "fig8_learning_curves.png").stat().st_size > 1000
+    # the report's new sections, computed from these numbers
+    report = write_report(cfg, res, wall_seconds=0.0).read_text()
+    for text in ("## The floor of the simulated data", "| floor (oracle) |", "## Where the false positives come from",
+                 "## Did the runs reach their plateau?", "still improving", "not logged",
+                 "of the paper's 125x on a log scale", "as the authors' scripts ran it"):
+        assert text in report, text
+
+
+def test_floor_row_left_out_without_ground_truth(tmp_path, monkeypatch):
+    """No simulated data on disk: no floor rows, and the reproduction still draws the rest."""
+    from realbogus.reproduce import _floors
+
+    monkeypatch.setenv("REALBOGUS_DATA_DIR", str(tmp_path / "nothing"))
+    assert _floors(_compose(["scale=smoke"])) is None
+
+
+def test_aggregate_seeds_mean_and_interval():
+    from realbogus.reproduce import aggregate_seeds
+
+    def row(fpr, lo, hi, seed):
+        return {"method": "m", "n_runs": 1, "n_real": 10, "n_bogus": 100, "auc": 0.99, "auc_lo": 0.98, "auc_hi": 1.0,
+                "fpr_at_tpr_0.9": fpr, "fpr_lo": lo, "fpr_hi": hi, "bogus_per_night": fpr * 1e6,
+                "bogus_per_night_lo": lo * 1e6, "bogus_per_night_hi": hi * 1e6, "tpr_at_fpr_0.001": 0.5,
+                "run_dirs": f"r{seed}", "_roc": (np.array([0, 0.5, 1.0]), np.array([0, 0.9, 1.0])), "_pred": {},
+                "_seed": seed}
+
+    one = aggregate_seeds([row(0.01, 0.008, 0.012, 0)])
+    assert one["n_seeds"] == 1 and one["fpr_lo"] == 0.008
+    both = aggregate_seeds([row(0.01, 0.009, 0.011, 0), row(0.03, 0.028, 0.033, 1)])
+    assert both["fpr_at_tpr_0.9"] == pytest.approx(0.02) and both["n_runs"] == 2 and both["seeds"] == "0 1"
+    assert both["fpr_lo"] == pytest.approx(0.01) and both["fpr_hi"] == pytest.approx(0.03)  # the seeds' range
+    close = aggregate_seeds([row(0.010, 0.005, 0.02, 0), row(0.011, 0.006, 0.021, 1)])
+    assert close["fpr_lo"] == pytest.approx(0.0055) and close["fpr_hi"] == pytest.approx(0.0205)  # mean interval
+
+
+def test_dry_run_lists_the_new_runs(tmp_path):
+    proc = subprocess.run([sys.executable, "-m", "realbogus.reproduce", "scale=smoke", "dry_run=true",
+                           f"runs_dir={tmp_path}"], cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    lines = proc.stdout.splitlines()
+    assert any("experiment=paper_baseline" in line and "simple-ce_as_run-s0" in line for line in lines)
+    assert any("loss=ce_ech_vat_as_run" in line for line in lines)
+    seed1 = [line for line in lines if line.split("hydra.run.dir=")[-1].split()[0].endswith("-s1")]
+    assert len(seed1) == 3 and all("seed=1" in line for line in seed1)
+    assert {"smoke-simple-ce-s1", "smoke-complex-ce-s1"} <= {line.split("/")[-1].split()[0] for line in seed1}
