@@ -1,35 +1,50 @@
-"""Inference speed: the straightforward float32 Keras path against the fast path of ``predict``.
+"""Scoring speed, side by side on the same stamps: plain Keras, the package's paths, ONNX, int8, a cascade.
 
-    python benchmarks/bench_inference.py [--complex RUN] [--simple RUN] [--data TEST.h5]
-                                         [--stamps N] [--rounds 5] [--batch 512]
-                                         [--variants] [--night simple complex] [--end-to-end N]
+    python benchmarks/bench_inference.py --complex RUN --simple RUN --data TEST.h5 --calibrate TRAIN.h5
+                                         [--stamps N] [--rounds 5] [--batch 512] [--screen-tpr 0.999]
+                                         [--keep DIR] [--end-to-end N] [--smoke]
 
-For each model, in one process and interleaved round by round (so a busy machine slows every
-path alike), it times
+In one process, interleaved round by round (so a busy machine slows every path alike), on the
+same stamps, it times the complex model's
 
-- ``fp32 predict``: ``model.predict(x, batch_size=...)`` of the float32 network, the baseline;
-- ``fp32 graph``: the float32 network through one fixed-shape ``tf.function``, one batch at a
-  time;
-- ``fast``: exactly what ``python -m realbogus.predict`` uses (bfloat16 copy where the CPU
-  has it, fixed-shape graph, two batches in flight);
+- ``fp32 model.predict``: ``model.predict(x, batch_size=...)`` of the float32 network - the
+  baseline every ratio is against;
+- ``keras fp32`` and ``keras bf16``: the package's Keras path (one fixed-shape traced graph,
+  two batches in flight) in float32 and with a bfloat16 copy; ``keras auto`` is whichever
+  ``precision=auto`` measures faster here (printed);
+- ``onnx fp32`` and ``onnx int8``: exports written by :func:`realbogus.deploy.export.export_onnx`
+  (int8: static, calibrated on ``--calibrate`` training stamps), run by ONNX Runtime with every
+  graph optimisation and one thread per usable core;
+- ``cascade``: the simple model (ONNX float32) screens every stamp at the threshold keeping
+  ``--screen-tpr`` of its validation reals (its run folder's ``validation_predictions.csv``,
+  never the test split), the complex model (``--cascade-model``, default int8) scores the rest.
 
-and with ``--variants`` also each ingredient on its own (two streams in float32, one stream in
-bfloat16), XLA compilation, a float32 first layer and other batch sizes.
-Rates are stamps/s in the best round (other work on a shared machine only slows rounds down;
-the load average is printed); ratios are against ``fp32 predict``. On a labelled set
-(``--data``, default the smoke test split if present, else synthetic stamps) every path's AUC
-difference and largest score difference from ``fp32 predict`` are reported. ``--night``
-scores 10^6 stamps with the fast path (stamps held in memory, cycled) and reports the wall
-time; otherwise the time for 10^6 stamps is extrapolated from the measured rate.
-``--end-to-end N`` also times the whole ``predict`` command on an N-stamp ``.npy`` file
-(reading, scoring, writing the CSV). RUN is a run folder or ``.keras`` file; without one the
-model has random weights (the rates hold, the AUC means nothing).
+It prints stamps/s (best round: other work on a shared machine only slows rounds down),
+stamps/s per usable core, the ratio to the baseline, and on the labelled ``--data`` file the
+AUC, the AUC difference and the largest |score difference| from the float32 baseline. For the
+cascade also: the share of stamps and of test reals screened out, and the FPR at TPR 0.9
+against the complex model alone. The simple model's own ``model.predict`` rate is printed for
+its cost ratio.
+
+``--end-to-end N`` then times whole processes on an N-stamp ``.npy`` file (reading, model
+loading, scoring, writing a CSV): a plain Keras script (``load_model``, ``model.predict``,
+``np.savetxt``) against ``python -m realbogus.predict`` with the Keras model
+(``precision=auto``), with the int8 export, and with the cascade; each is run once on a small
+file first (warming the ``precision=auto`` cache and the page cache), and the time for 10^6
+stamps is scaled from N.
+
+``--smoke`` builds tiny untrained models and synthetic stamps and runs everything in seconds:
+a check that the benchmark works, whose numbers mean nothing. Without ``--complex`` /
+``--simple`` the default-size models have random weights (rates hold, AUCs mean nothing).
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
+import sys
+import tempfile
 import time
 from pathlib import Path
 
@@ -38,6 +53,25 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 import numpy as np
 
 REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+TINY = {"simple": {"name": "simple", "conv_filters": [4, 8], "dense_units": [16]},
+        "complex": {"name": "complex", "feature_filters": 8, "feature_layers": 1,
+                    "stages": [{"conv": 8, "blocks": [[8, 1], [16, 2]]}]}}
+
+PLAIN_SCRIPT = '''\
+"""The plain way: load the Keras model, model.predict in float32, write the scores."""
+import sys, numpy as np
+from realbogus.models import load_model
+model_path, stamps_path, out_path, batch = sys.argv[1], sys.argv[2], sys.argv[3], int(sys.argv[4])
+model = load_model(model_path)
+x = np.load(stamps_path, mmap_mode="r")
+logits = np.concatenate([model.predict(np.asarray(x[s:s + 65536]), batch_size=batch, verbose=0)
+                         for s in range(0, len(x), 65536)]).astype(np.float64)
+score = 1.0 / (1.0 + np.exp(logits[:, 0] - logits[:, 1]))
+np.savetxt(out_path, np.column_stack([np.arange(len(score)), score]), delimiter=",", fmt=["%d", "%.17g"],
+           header="index,score", comments="")
+'''
 
 
 def cpu_flags() -> list[str]:
@@ -46,44 +80,53 @@ def cpu_flags() -> list[str]:
             for line in fh:
                 if line.startswith("flags"):
                     return sorted(f for f in line.split(":", 1)[1].split() if "bf16" in f or f.startswith("amx")
-                                  or f in ("avx512f", "avx512_vnni"))
+                                  or f in ("avx512f", "avx512_vnni", "avx_vnni"))
     except OSError:
         pass
     return []
 
 
-def load_network(name: str, run: str | None):
+def model_file(name: str, run: str | None, smoke: bool, work: Path) -> tuple[Path, Path | None, str]:
+    """(.keras file, run folder or None, description) of a model: trained, random or tiny."""
     import keras
 
-    from realbogus.models import build_model, load_model
+    from realbogus.models import build_model
 
     if run:
         path = Path(run)
-        return load_model(path / "model.keras" if path.is_dir() else path), str(path)
-    from hydra import compose, initialize_config_dir
+        return (path / "model.keras" if path.is_dir() else path), (path if path.is_dir() else None), str(path)
+    if smoke:
+        cfg = TINY[name]
+    else:
+        from hydra import compose, initialize_config_dir
 
-    with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
-        cfg = compose(config_name="train", overrides=[f"model={name}"])
+        with initialize_config_dir(config_dir=str(REPO / "conf"), version_base="1.3"):
+            cfg = compose(config_name="train", overrides=[f"model={name}"]).model
     keras.utils.set_random_seed(0)
-    return build_model(cfg.model), "random weights"
+    path = work / f"{name}.keras"
+    build_model(cfg).save(path)
+    return path, None, "tiny, random weights" if smoke else "random weights"
 
 
-def labelled_set(path: str | None, n_max: int):
-    from realbogus.data.format import read_dataset
-
-    candidates = [path] if path else [os.path.join(os.environ.get("REALBOGUS_DATA_DIR", str(REPO / "data")),
-                                                   "smoke", "test.h5")]
-    for p in candidates:
-        if p and Path(p).is_file():
-            d = read_dataset(p, fields=["label"])
-            keep = np.flatnonzero(d["label"] >= 0)[:n_max]
-            return d["images"][keep], d["label"][keep].astype(int), p
-    rng = np.random.default_rng(0)
-    x = rng.poisson(300.0, size=(min(n_max, 4096), 29, 29, 3)).astype(np.float32)
-    y = (np.arange(x.shape[0]) % 2).astype(int)
+def synthetic(n: int, seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = rng.poisson(300.0, size=(n, 29, 29, 3)).astype(np.float32)
+    y = (np.arange(n) % 2).astype(int)
     x[y == 1, 12:17, 12:17, 0] += 200.0
     x[..., 2] = x[..., 0] - x[..., 1]
-    return x, y, "synthetic"
+    return x, y
+
+
+def labelled_set(path: str | None, n_max: int, smoke: bool):
+    if path:
+        from realbogus.deploy.export import spread_stamps
+
+        x, y, what = spread_stamps(path, n_max)
+        if y is None:
+            raise SystemExit(f"{path}: needs labels of both classes for the AUC")
+        keep = y >= 0
+        return x[keep], y[keep], what
+    return (*synthetic(256 if smoke else 4096), "synthetic stamps")
 
 
 def tile(x: np.ndarray, n: int) -> np.ndarray:
@@ -92,139 +135,218 @@ def tile(x: np.ndarray, n: int) -> np.ndarray:
 
 def rate_table(methods: dict, x: np.ndarray, rounds: int) -> dict[str, float]:
     for fn in methods.values():  # trace, warm up
-        fn(x[:1024])
+        fn(x[: min(len(x), 1024)])
     times: dict[str, list[float]] = {k: [] for k in methods}
     for _ in range(rounds):
         for name, fn in methods.items():
             t0 = time.perf_counter()
             fn(x)
             times[name].append(time.perf_counter() - t0)
-    # the best round: other work on a shared machine only ever slows a round down
     return {k: x.shape[0] / float(np.min(v)) for k, v in times.items()}
 
 
-def bench_model(name: str, run: str | None, data: str | None, n_time: int, rounds: int, batch: int,
-                variants: bool, night: bool) -> dict:
-    from realbogus.deploy.inference import Scorer
-    from realbogus.evaluation.metrics import auc
+def cascade_scores(screen, scorer, threshold: float, x: np.ndarray, ceiling: float) -> tuple[np.ndarray, np.ndarray]:
+    """(scores, passed) of ``x`` through the cascade, as ``predict`` computes them (blocks of 4,096)."""
+    from realbogus.deploy.cascade import Cascade, screened_scores
     from realbogus.evaluation.scoring import scores_from_logits
 
-    network, source = load_network(name, run)
-    xl, yl, data_source = labelled_set(data, 20000)
-    x = tile(xl, n_time)
-    fast = Scorer(network, batch_size=batch, precision="auto")
-    methods = {
-        "fp32 predict": lambda a: network.predict(a, batch_size=batch, verbose=0),
-        "fp32 graph": Scorer(network, batch_size=batch, precision="float32", streams=1).logits,
-        f"fast ({fast.precision})": fast.logits,
-    }
-    if variants:
-        methods["fp32 graph, 2 streams"] = Scorer(network, batch, "float32", streams=2).logits
-        methods["fast, 1 stream"] = Scorer(network, batch, "auto", streams=1).logits
-        methods["fp32 graph + XLA"] = Scorer(network, batch, "float32", jit_compile=True).logits
-        if fast.precision != "float32":
-            methods["bf16 graph + XLA"] = Scorer(network, batch, fast.precision, jit_compile=True).logits
-            methods["bf16, first layer float32"] = Scorer(network, batch, fast.precision,
-                                                          float32_first_layer=True).logits
-        for b in (256, 1024):
-            if b != batch:
-                methods[f"fast, batch {b}"] = Scorer(network, b, "auto").logits
-    print(f"\n== {name} model ({source}); {n_time} stamps x {rounds} rounds, batch {batch}", flush=True)
-    rates = rate_table(methods, x, rounds)
-    base = rates["fp32 predict"]
-
-    ref_logits = np.asarray(network.predict(xl, batch_size=batch, verbose=0), np.float32)
-    s_ref = scores_from_logits(ref_logits)
-    a_ref = auc(s_ref, yl)
-    print(f"  agreement with fp32 predict on {data_source} ({(yl == 1).sum()} real, {(yl == 0).sum()} bogus; "
-          f"AUC {a_ref:.6f}):")
-    print(f"  {'path':30s} {'stamps/s':>10s} {'ratio':>6s} {'AUC diff':>10s} {'max|score diff|':>16s}")
-    agreement = {}
-    for k, fn in methods.items():
-        s_k = scores_from_logits(np.asarray(fn(xl), np.float32))
-        agreement[k] = (auc(s_k, yl) - a_ref, float(np.abs(s_k - s_ref).max()))
-        print(f"  {k:30s} {rates[k]:10,.0f} {rates[k] / base:6.2f} {agreement[k][0]:+10.1e} {agreement[k][1]:16.1e}",
-              flush=True)
-    a_fast = a_ref + agreement[f"fast ({fast.precision})"][0]
-    fast_rate = rates[f"fast ({fast.precision})"]
-    out = {"rates": rates, "auc_fp32": a_ref, "auc_fast": a_fast, "agreement": agreement,
-           "night_extrapolated_s": 1e6 / fast_rate}
-    print(f"  10^6 stamps, extrapolated: fast {1e6 / fast_rate / 60:.1f} min, fp32 predict {1e6 / base / 60:.1f} min")
-    if night:
-        block = tile(xl, 8 * batch)
-        t0 = time.perf_counter()
-        done = 0
-        while done < 1_000_000:
-            k = min(block.shape[0], 1_000_000 - done)
-            fast.logits(block[:k])
-            done += k
-        dt = time.perf_counter() - t0
-        out["night_measured_s"] = dt
-        print(f"  10^6 stamps, measured with the fast path: {dt:.0f} s ({dt / 60:.1f} min, {1e6 / dt:,.0f} stamps/s)")
-    return out
-
-
-def bench_end_to_end(name: str, run: str | None, n: int, batch: int) -> None:
-    """``predict_file`` on an ``n``-stamp ``.npy`` file: reading, scoring and CSV writing."""
-    import tempfile
-
-    from realbogus.predict import predict_file
-
-    if not run:
-        print(f"  end-to-end: skipped for {name} (needs --{name} RUN)")
-        return
-    xl, _, _ = labelled_set(None, 4096)
-    with tempfile.TemporaryDirectory(prefix="bench_predict_") as tmp:
-        path = Path(tmp) / "stamps.npy"
-        out = np.lib.format.open_memmap(path, mode="w+", dtype=np.float32, shape=(n, 29, 29, 3))
-        for s in range(0, n, xl.shape[0]):
-            out[s:s + xl.shape[0]] = xl[: n - s]
-        out.flush()
-        del out
-        t0 = time.perf_counter()
-        meta = predict_file(run, path, Path(tmp) / "scores.csv", batch_size=batch, target_tpr=0.9)
-        dt = time.perf_counter() - t0
-    print(f"  end-to-end predict on a {n:,}-stamp .npy ({n * 29 * 29 * 3 * 4 / 1e9:.1f} GB) -> CSV: {dt:.1f} s "
-          f"({n / dt:,.0f} stamps/s incl. model loading and writing; scoring alone "
-          f"{meta['stamps_per_second']:,.0f}/s) -> 10^6 stamps in {1e6 / n * dt / 60:.1f} min")
+    c = Cascade(screen, scorer, threshold, len(x))
+    for s in range(0, len(x), 4096):
+        c.feed(x[s:s + 4096], s)
+    c.flush()
+    scores = scores_from_logits(np.where(c.passed[:, None], c.logits, 0.0))
+    out = ~c.passed
+    scores[out] = screened_scores(scores_from_logits(c.screen_logits[out]), threshold, ceiling)
+    return scores, c.passed
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--models", nargs="+", default=["simple", "complex"], choices=["simple", "complex"])
-    parser.add_argument("--simple", help="run folder or .keras of a trained simple model")
     parser.add_argument("--complex", help="run folder or .keras of a trained complex model")
-    parser.add_argument("--data", help="labelled realbogus HDF5 file for the agreement check")
-    parser.add_argument("--stamps", type=int, default=None, help="stamps per timed round (default by model)")
+    parser.add_argument("--simple", help="run folder of a trained simple model (the screen; its "
+                                         "validation_predictions.csv sets the screen threshold)")
+    parser.add_argument("--data", help="labelled file for AUC and score differences (e.g. data/quick/test.h5)")
+    parser.add_argument("--calibrate", help="training stamps to calibrate int8 on (e.g. data/quick/train.h5)")
+    parser.add_argument("--eval-rows", type=int, default=50000, help="labelled stamps used, spread over --data")
+    parser.add_argument("--stamps", type=int, default=None, help="stamps per timed round (default 4096)")
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=512)
-    parser.add_argument("--variants", action="store_true", help="also time XLA and other batch sizes")
-    parser.add_argument("--night", nargs="*", default=[], choices=["simple", "complex"],
-                        help="measure 10^6 stamps with the fast path for these models")
+    parser.add_argument("--screen-tpr", type=float, default=0.999)
+    parser.add_argument("--cascade-model", default="onnx int8", choices=["onnx int8", "onnx fp32", "keras auto"])
+    parser.add_argument("--keep", help="folder to keep the ONNX exports in (default: a temporary folder)")
     parser.add_argument("--end-to-end", type=int, default=0, metavar="N",
-                        help="also run predict on an N-stamp .npy file written to a temporary folder")
-    parser.add_argument("--inter-op", type=int, default=0, help="TensorFlow inter-op threads (0: its default)")
-    parser.add_argument("--intra-op", type=int, default=0, help="TensorFlow intra-op threads (0: its default)")
+                        help="also time whole processes (plain Keras script, predict) on N stamps")
+    parser.add_argument("--smoke", action="store_true", help="tiny untrained models, seconds: checks the benchmark")
     args = parser.parse_args()
+    if args.smoke:
+        args.stamps, args.rounds, args.batch = args.stamps or 256, 1, min(args.batch, 64)
+    n_time = args.stamps or 4096
 
     import tensorflow as tf
 
-    tf.config.threading.set_inter_op_parallelism_threads(args.inter_op)
-    tf.config.threading.set_intra_op_parallelism_threads(args.intra_op)
+    tf.get_logger().setLevel("ERROR")
+    from realbogus.deploy.cascade import SCREEN_CEILING, screen_threshold_from_validation
+    from realbogus.deploy.export import export_onnx
+    from realbogus.deploy.inference import OnnxScorer, Scorer
+    from realbogus.evaluation.metrics import auc, fpr_at_tpr
+    from realbogus.evaluation.scoring import scores_from_logits
+    from realbogus.models import load_model
+    from realbogus.speed import processor, usable_cores
 
-    tf.get_logger().setLevel("ERROR")  # each variant traces its own graph; no retracing warnings
+    cores = usable_cores()
     print("load average at start (1, 5, 15 min): " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
-    print(f"cores: {os.cpu_count()}; CPU flags: {' '.join(cpu_flags()) or 'none of interest'}; "
-          f"TensorFlow {tf.__version__}; threads inter-op {args.inter_op}, intra-op {args.intra_op} (0: TensorFlow's "
-          "default, one per core)")
-    for name in args.models:
-        n = args.stamps or (8192 if name == "simple" else 1024)
-        bench_model(name, getattr(args, name), args.data, n, args.rounds, args.batch, args.variants,
-                    name in args.night)
-        if args.end_to_end:
-            bench_end_to_end(name, getattr(args, name), args.end_to_end, args.batch)
+    print(f"processor: {processor()}; usable cores: {cores}; CPU flags: {' '.join(cpu_flags()) or 'none of interest'}; "
+          f"TensorFlow {tf.__version__}; TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')}")
 
+    with tempfile.TemporaryDirectory(prefix="bench_inference_") as tmp:
+        work = Path(args.keep) if args.keep else Path(tmp)
+        work.mkdir(parents=True, exist_ok=True)
+        complex_keras, _, complex_what = model_file("complex", args.complex, args.smoke, work)
+        simple_keras, simple_run, simple_what = model_file("simple", args.simple, args.smoke, work)
+        xl, yl, data_what = labelled_set(args.data, args.eval_rows, args.smoke)
+        if args.calibrate:
+            calibrate = args.calibrate
+        else:  # a synthetic "training file", distinct from the evaluation stamps
+            calibrate = work / "calibration.npy"
+            np.save(calibrate, synthetic(512, seed=1)[0])
+            print("int8 calibrated on synthetic stamps (give --calibrate TRAIN.h5 for a real measurement)")
+
+        paths = {"complex fp32": work / "complex.onnx", "complex int8": work / "complex.int8.onnx",
+                 "simple fp32": work / "simple.onnx"}
+        t0 = time.perf_counter()
+        export_onnx(complex_keras, paths["complex fp32"], overwrite=True)
+        # the benchmark reports the differences itself: no tolerance refuses the export here
+        q = export_onnx(complex_keras, paths["complex int8"], overwrite=True, calibrate=calibrate,
+                        check=args.data, score_tolerance=1.0, auc_tolerance=1.0)["int8"]
+        export_onnx(simple_keras, paths["simple fp32"], overwrite=True)
+        print(f"exports written in {time.perf_counter() - t0:.0f} s; int8 calibration: {q['calibration_set']}")
+
+        network = load_model(complex_keras)
+        simple = load_model(simple_keras)
+        keras_auto = Scorer(network, batch_size=args.batch, precision="auto")
+        onnx32 = OnnxScorer(paths["complex fp32"], batch_size=args.batch)
+        onnx8 = OnnxScorer(paths["complex int8"], batch_size=args.batch)
+        screen = OnnxScorer(paths["simple fp32"], batch_size=args.batch)
+        complex_paths = {"onnx int8": onnx8, "onnx fp32": onnx32, "keras auto": keras_auto}
+        if simple_run is not None:
+            thr = screen_threshold_from_validation(simple_run, args.screen_tpr)
+            threshold, thr_what = thr["threshold"], (f"{thr['reference']}: keeps {thr['n_real_kept']}/{thr['n_real']} "
+                                                     f"validation reals")
+        else:  # no validation predictions for a random model: only the mechanics are exercised
+            threshold = float(np.median(screen.scores(xl)))
+            thr_what = "median screen score of these stamps (no --simple run folder: means nothing)"
+        ceiling = SCREEN_CEILING
+
+        def cascade(a):
+            return cascade_scores(screen, complex_paths[args.cascade_model], threshold, a, ceiling)[0]
+
+        methods = {
+            "fp32 model.predict": lambda a: network.predict(a, batch_size=args.batch, verbose=0),
+            "keras fp32": Scorer(network, batch_size=args.batch, precision="float32").logits,
+            "keras bf16": Scorer(network, batch_size=args.batch, precision="mixed_bfloat16").logits,
+            "onnx fp32": onnx32.logits,
+            "onnx int8": onnx8.logits,
+            f"cascade ({args.cascade_model})": cascade,
+            "screen alone (simple onnx fp32)": screen.logits,
+            "simple fp32 model.predict": lambda a: simple.predict(a, batch_size=args.batch, verbose=0),
+        }
+        print(f"\ncomplex model: {complex_what}; simple model (screen): {simple_what}")
+        print(f"keras auto (precision=auto) chose {keras_auto.precision} "
+              f"({'measured now' if keras_auto.auto.measured else 'cached'}: "
+              + ", ".join(f"{k} {v:,.0f}/s" for k, v in keras_auto.auto.rates.items()) + ")")
+        print(f"screen threshold {threshold:.6g}: {thr_what}")
+        x = tile(xl, n_time)
+        print(f"timing: {n_time} stamps x {args.rounds} rounds (tiled from {data_what}), batch {args.batch}",
+              flush=True)
+        rates = rate_table(methods, x, args.rounds)
+        base = rates["fp32 model.predict"]
+
+        ref = scores_from_logits(network.predict(xl, batch_size=args.batch, verbose=0))
+        a_ref = auc(ref, yl)
+        f_ref = fpr_at_tpr(ref, yl, 0.9)
+        print(f"\nagreement on {data_what} ({(yl == 1).sum()} real, {(yl == 0).sum()} bogus); float32 AUC {a_ref:.6f}, "
+              f"FPR at TPR 0.9 {f_ref.fpr:.3g}")
+        print(f"  {'path':32s} {'stamps/s':>10s} {'per core':>9s} {'ratio':>6s} {'AUC':>9s} {'AUC diff':>9s} "
+              f"{'max|score diff|':>15s}")
+        for name, fn in methods.items():
+            if name.startswith(("simple", "screen")):
+                print(f"  {name:32s} {rates[name]:10,.0f} {rates[name] / cores:9,.0f} {rates[name] / base:6.2f}")
+                continue
+            out = fn(xl)
+            s = out if out.ndim == 1 else scores_from_logits(np.asarray(out, np.float32))
+            a = auc(s, yl)
+            passed = slice(None)
+            if name.startswith("cascade"):
+                passed = cascade_scores(screen, complex_paths[args.cascade_model], threshold, xl, ceiling)[1]
+            diff = float(np.abs(s[passed] - ref[passed]).max()) if np.any(passed) else float("nan")
+            print(f"  {name:32s} {rates[name]:10,.0f} {rates[name] / cores:9,.0f} {rates[name] / base:6.2f} "
+                  f"{a:9.6f} {a - a_ref:+9.1e} {diff:15.2e}{'  (passed rows)' if name.startswith('cascade') else ''}",
+                  flush=True)
+        s_c, passed = cascade_scores(screen, complex_paths[args.cascade_model], threshold, xl, ceiling)
+        f_c = fpr_at_tpr(s_c, yl, 0.9)
+        lost = int(((yl == 1) & ~passed).sum())
+        print(f"\ncascade: screened out {np.mean(~passed):.1%} of these stamps ({np.mean(~passed[yl == 0]):.1%} of "
+              f"the bogus), {lost} of {(yl == 1).sum()} reals ({lost / max(1, (yl == 1).sum()):.3%}); FPR at TPR 0.9 "
+              f"{f_c.fpr:.3g} against {f_ref.fpr:.3g} for the complex model alone ({f_c.fpr - f_ref.fpr:+.2g})")
+        r_screen = rates["screen alone (simple onnx fp32)"]
+        r_complex = rates[{"onnx int8": "onnx int8", "onnx fp32": "onnx fp32",
+                           "keras auto": f"keras {'bf16' if keras_auto.precision != 'float32' else 'fp32'}"}[
+            args.cascade_model]]
+        pass_bogus = float(np.mean(passed[yl == 0]))
+        night = 1e6 / r_screen + 1e6 * pass_bogus / r_complex
+        print(f"10^6 stamps, scaled from the rates (the baseline: {1e6 / base / 60:.1f} min): onnx int8 "
+              f"{1e6 / rates['onnx int8'] / 60:.1f} min; cascade at these stamps' mix "
+              f"{1e6 / rates[f'cascade ({args.cascade_model})'] / 60:.1f} min; cascade on a night of bogus "
+              f"(pass rate {pass_bogus:.1%}) about {night / 60:.1f} min")
+
+        if args.end_to_end:
+            end_to_end(args, complex_keras, paths, xl, threshold, work)
     print("load average at end (1, 5, 15 min): " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
+
+
+def end_to_end(args, complex_keras: Path, paths: dict, xl: np.ndarray, threshold: float, work: Path) -> None:
+    """Whole processes on an N-stamp .npy: the plain Keras script against ``python -m realbogus.predict``."""
+    from realbogus.speed import usable_cores
+
+    n = int(args.end_to_end)
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "PYTHONPATH": str(REPO)}
+    script = work / "plain_keras.py"
+    script.write_text(PLAIN_SCRIPT)
+    files = {}
+    for name, rows in (("warm", min(n, 1024)), ("night", n)):
+        files[name] = work / f"{name}.npy"
+        out = np.lib.format.open_memmap(files[name], mode="w+", dtype=np.float32, shape=(rows, 29, 29, 3))
+        for s in range(0, rows, len(xl)):
+            out[s:s + len(xl)] = xl[: rows - s]
+        out.flush()
+        del out
+
+    def predict(model, *extra):
+        return lambda inp, out: [sys.executable, "-m", "realbogus.predict", f"model={model}", f"input={inp}",
+                                 f"output={out}", f"batch_size={args.batch}", "overwrite=true", "progress=none",
+                                 *extra]
+
+    commands = {
+        "plain Keras script": lambda inp, out: [sys.executable, str(script), str(complex_keras), str(inp), str(out),
+                                                str(args.batch)],
+        "predict (Keras, precision=auto)": predict(complex_keras),
+        "predict (onnx int8)": predict(paths["complex int8"]),
+        "predict (cascade, onnx)": predict(paths["complex int8"], f"screen={paths['simple fp32']}",
+                                           f"screen_threshold={threshold!r}"),
+    }
+    print(f"\nend to end, whole processes on a {n:,}-stamp .npy ({n * 29 * 29 * 3 * 4 / 1e9:.2f} GB) -> CSV "
+          f"(each run once on {min(n, 1024):,} stamps first):")
+    times = {}
+    for name, cmd in commands.items():
+        for which in ("warm", "night"):
+            t0 = time.perf_counter()
+            done = subprocess.run(cmd(files[which], work / f"{which}.csv"), capture_output=True, text=True, env=env)
+            dt = time.perf_counter() - t0
+            if done.returncode != 0:
+                raise SystemExit(f"{name} failed: {done.stderr.strip().splitlines()[-1:]}")
+        times[name] = dt
+        print(f"  {name:34s} {dt:8.1f} s  {n / dt:9,.0f} stamps/s  {n / dt / usable_cores():8,.0f} per core  "
+              f"ratio {times['plain Keras script'] / dt:5.2f}  10^6 stamps: {1e6 / n * dt / 60:.1f} min", flush=True)
 
 
 if __name__ == "__main__":

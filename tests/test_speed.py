@@ -117,3 +117,22 @@ def test_training_precision_auto_uses_the_shared_cache(monkeypatch, cache_dir, c
     assert TP.cache_path() == speed.cache_path() and TP.cache_path().is_file()
     assert "trainer.precision=auto" in capsys.readouterr().out
     assert TP.resolve_precision("mixed_bfloat16", spec) == "mixed_bfloat16"
+
+
+def test_bench_inference_smoke_runs_every_path(tmp_path):
+    import os
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    repo = Path(__file__).resolve().parents[1]
+    env = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3", "REALBOGUS_CACHE_DIR": str(tmp_path / "cache")}
+    done = subprocess.run([sys.executable, str(repo / "benchmarks" / "bench_inference.py"), "--smoke",
+                           "--keep", str(tmp_path / "exports")], capture_output=True, text=True, env=env, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    rows = {line.split("  ")[1].strip() for line in done.stdout.splitlines() if line.startswith("  ")}
+    for path in ("fp32 model.predict", "keras fp32", "keras bf16", "onnx fp32", "onnx int8", "cascade (onnx int8)",
+                 "screen alone (simple onnx fp32)"):
+        assert path in rows, (path, done.stdout)
+    assert "FPR at TPR 0.9" in done.stdout and "stamps/s" in done.stdout and "per core" in done.stdout
+    assert (tmp_path / "exports" / "complex.int8.onnx").is_file()
