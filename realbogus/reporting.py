@@ -245,14 +245,20 @@ def verdict(better: dict | None, worse: dict | None, claim: str) -> str:
 
 
 def _training(row: dict) -> tuple[int, bool] | None:
-    """(most epochs trained, whether any run's best epoch was its last) of a table row's runs."""
+    """(most epochs trained, whether any run was still improving) of a table row's runs: by the
+    :func:`plateau` rule on its validation loss where its history is on disk, else whether its
+    best epoch was its last."""
     epochs, still = [], False
     for run_dir in str(row.get("run_dirs", "")).split():
         state = _run_state(run_dir)
         if state is None or "epochs_trained" not in state or "best_epoch" not in state:
             return None
         epochs.append(int(state["epochs_trained"]))
-        still |= int(state["best_epoch"]) >= int(state["epochs_trained"])
+        curve = learning_curve(run_dir)
+        if curve is not None and curve["loss_plateau"]["verdict"] != "too short to tell":
+            still |= curve["loss_plateau"]["verdict"] == "still improving"
+        else:
+            still |= int(state["best_epoch"]) >= int(state["epochs_trained"])
     return (max(epochs), still) if epochs else None
 
 

@@ -391,3 +391,45 @@ def test_dry_run_lists_the_new_runs(tmp_path):
     seed1 = [line for line in lines if line.split("hydra.run.dir=")[-1].split()[0].endswith("-s1")]
     assert len(seed1) == 3 and all("seed=1" in line for line in seed1)
     assert {"smoke-simple-ce-s1", "smoke-complex-ce-s1"} <= {line.split("/")[-1].split()[0] for line in seed1}
+
+
+def test_floor_of_the_each_sensors_rows_and_its_roc_marker(tmp_path, monkeypatch, smoke_dir):
+    """The network x data comparison's floor is that of its sensors' test rows, drawn beside its curves."""
+    from realbogus.data.format import open_dataset
+    from realbogus.reproduce import _floor_row, _floors, _roc_figure
+
+    data_root = tmp_path / "data"
+    data_root.mkdir()
+    (data_root / "smoke").symlink_to(smoke_dir, target_is_directory=True)
+    monkeypatch.setenv("REALBOGUS_DATA_DIR", str(data_root))
+    cfg = _compose(["scale=smoke", "n_bootstrap=20"])
+    sensors = [int(s) for s in cfg.reproduce.each_sensors]
+    whole, some = _floors(cfg), _floors(cfg, sensors)
+    with open_dataset(smoke_dir / "test.h5") as ds:
+        keep = np.isin(ds.column("sensor_id"), sensors)
+        n_real = int(np.sum(ds.column("true_label")[keep] == 1))
+    assert some["floor (oracle)"]["n_test_real"] == n_real < whole["floor (oracle)"]["n_test_real"]
+    rows = [{"method": "m", "_roc": (np.array([0.0, 0.01, 1.0]), np.array([0.0, 0.95, 1.0]))},
+            *(_floor_row(name, f) for name, f in some.items())]
+    png = _roc_figure(rows, tmp_path / "roc.png", "t", some)[0]
+    assert png.stat().st_size > 1000
+
+
+def test_budget_note_follows_the_plateau_rule_where_the_history_exists(tmp_path):
+    """A last-epoch best inside the curve's noise is a plateau: no 'undertrained' note."""
+    from realbogus.rundir import RunDir
+
+    def run(name, losses):
+        d = RunDir(tmp_path / name)
+        d.path.mkdir()
+        d.write_state("done", epochs_trained=len(losses), best_epoch=len(losses))
+        lines = ["epoch,val_loss"] + [f"{i},{v}" for i, v in enumerate(losses)]
+        (d / RunDir.HISTORY).write_text("\n".join(lines) + "\n")
+        return str(d.path)
+
+    base = {**_row(2e-3, 1e-3, 4e-3), "run_dirs": run("simple", [0.5, 0.4, 0.35, 0.34])}
+    noisy = [0.30, 0.32, 0.29, 0.31, 0.30, 0.32, 0.29, 0.31, 0.30, 0.2895]
+    flat = {**_row(3e-3, 1e-3, 4e-3), "run_dirs": run("flat", noisy)}
+    falling = {**_row(3e-3, 1e-3, 4e-3), "run_dirs": run("falling", [0.6, 0.5, 0.42, 0.36, 0.31, 0.27, 0.24, 0.2])}
+    assert "undertrained" not in verdict(flat, base, "x")
+    assert "undertrained" in verdict(falling, base, "x")
