@@ -2,7 +2,7 @@
 
     python benchmarks/bench_inference.py --complex RUN --simple RUN --data TEST.h5 --calibrate TRAIN.h5
                                          [--stamps N] [--rounds 5] [--batch 512] [--screen-tpr 0.999]
-                                         [--keep DIR] [--end-to-end N] [--smoke]
+                                         [--keep DIR] [--end-to-end N] [--variants] [--smoke]
 
 In one process, interleaved round by round (so a busy machine slows every path alike), on the
 same stamps, it times the complex model's
@@ -32,6 +32,10 @@ loading, scoring, writing a CSV): a plain Keras script (``load_model``, ``model.
 (``precision=auto``), with the int8 export, and with the cascade; each is run once on a small
 file first (warming the ``precision=auto`` cache and the page cache), and the time for 10^6
 stamps is scaled from N.
+
+``--variants`` adds ONNX Runtime without layout transformations (``extended``), with one
+thread and without spinning threads, other ONNX batch sizes, and the Keras paths with one
+stream.
 
 ``--smoke`` builds tiny untrained models and synthetic stamps and runs everything in seconds:
 a check that the benchmark works, whose numbers mean nothing. Without ``--complex`` /
@@ -176,6 +180,9 @@ def main() -> None:
     parser.add_argument("--keep", help="folder to keep the ONNX exports in (default: a temporary folder)")
     parser.add_argument("--end-to-end", type=int, default=0, metavar="N",
                         help="also time whole processes (plain Keras script, predict) on N stamps")
+    parser.add_argument("--variants", action="store_true",
+                        help="also time ONNX Runtime without layout transformations and with one thread, and "
+                             "the Keras paths with one stream")
     parser.add_argument("--smoke", action="store_true", help="tiny untrained models, seconds: checks the benchmark")
     args = parser.parse_args()
     if args.smoke:
@@ -250,6 +257,17 @@ def main() -> None:
             "screen alone (simple onnx fp32)": screen.logits,
             "simple fp32 model.predict": lambda a: simple.predict(a, batch_size=args.batch, verbose=0),
         }
+        if args.variants:
+            for label, kw in (("extended opt", {"optimization": "extended"}), ("1 thread", {"threads": 1}),
+                              ("no spinning", {"spinning": False})):
+                for prec in ("fp32", "int8"):
+                    methods[f"onnx {prec}, {label}"] = OnnxScorer(paths[f"complex {prec}"], batch_size=args.batch,
+                                                                  **kw).logits
+            for prec in ("float32", "mixed_bfloat16"):
+                methods[f"keras {prec}, 1 stream"] = Scorer(network, args.batch, prec, streams=1).logits
+            for b in (256, 1024):
+                if b != args.batch:
+                    methods[f"onnx int8, batch {b}"] = OnnxScorer(paths["complex int8"], batch_size=b).logits
         print(f"\ncomplex model: {complex_what}; simple model (screen): {simple_what}")
         print(f"keras auto (precision=auto) chose {keras_auto.precision} "
               f"({'measured now' if keras_auto.auto.measured else 'cached'}: "

@@ -449,6 +449,10 @@ def test_command_line_writes_scores_and_nothing_else(tmp_path, run_dir, stamps):
     assert cols["candid"][:2] == ["7", "8"] and len(cols["score"]) == len(x)
     meta = json.loads((work / "night.csv.meta.json").read_text())
     assert meta["operating_point"]["mode"] == "bogus_per_night" and "candidates" in done.stdout
+    # precision=auto (the default) timed both paths and says so
+    measured = meta["precision_measured"]["samples_per_s"]
+    assert set(measured) == {"float32", "mixed_bfloat16"} and meta["precision"] == max(measured, key=measured.get)
+    assert meta["screen"] is None
 
 
 def test_predict_killed_while_scoring_or_writing_leaves_nothing_and_reruns_to_the_same_bytes(tmp_path, run_dir,
