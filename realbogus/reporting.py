@@ -591,9 +591,13 @@ def _authors_baseline_lines(cfg, rows) -> list[str]:
             "for our training of it")
     if handicap > 1:
         share = math.log(handicap) / math.log(paper)
+        trained = _training(auth)
+        # the authors trained until early stopping; a baseline cut short by our budget is weaker still
+        caveat = (" Its run was still improving when it stopped, so at the authors' length of training the factor "
+                  "would be smaller: an upper bound." if trained is not None and trained[1] else "")
         return [f"{head} ({handicap:.1f}x more; {_apart(auth, ours)}). That factor is {100 * share:.0f}% of the "
                 f"paper's {paper:.0f}x on a log scale (log {handicap:.1f} / log {paper:.0f}): the part of the paper's "
-                f"ratio that a weak baseline's training alone would explain.{against}", ""]
+                f"ratio that a weak baseline's training alone would explain.{caveat}{against}", ""]
     return [f"{head} ({1 / handicap:.1f}x fewer for theirs; {_apart(auth, ours)}): its training is no handicap here, "
             f"so it explains none of the paper's {paper:.0f}x.{against}", ""]
 
