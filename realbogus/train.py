@@ -74,7 +74,7 @@ def _pipeline(cfg: DictConfig, run) -> dict:
     from realbogus.label_errors import prepare_labels
     from realbogus.label_noise import inject_label_noise
     from realbogus.simulation import ensure_dataset
-    from realbogus.training.fit import FitSpec, fit_network
+    from realbogus.training.fit import FitSpec, fit_network, steps_per_epoch
 
     t0 = time.time()
     tr, seed = cfg.trainer, int(cfg.seed)
@@ -107,7 +107,8 @@ def _pipeline(cfg: DictConfig, run) -> dict:
     fault_point("finalize")
     finalize_run(run.path, network=model.network)
     run.write_state("done", epochs_trained=ckpt["epoch"], best_epoch=ckpt["best_epoch"],
-                    precision=ckpt.get("precision"), wall_seconds_last_session=round(time.time() - t0, 1),
+                    steps_per_epoch=steps_per_epoch(tr, fit_rows.size), precision=ckpt.get("precision"),
+                    wall_seconds_last_session=round(time.time() - t0, 1),
                     tensorflow=tf.__version__, keras=keras.__version__)
     return metrics
 
