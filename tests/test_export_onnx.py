@@ -225,3 +225,25 @@ def test_predict_scores_with_an_int8_model(tmp_path, int8_export, network):
     assert meta["model_format"] == "onnx" and meta["precision"] == "int8"
     data = np.genfromtxt(tmp_path / "s.csv", delimiter=",", names=True, dtype=None, encoding="utf-8")
     assert np.abs(data["score"] - scores_from_logits(network.predict(x, verbose=0))).max() < 0.05
+
+
+def test_spread_stamps_mixes_the_whole_file_and_keeps_labels_aligned(tmp_path):
+    from realbogus.data.format import write_dataset
+    from realbogus.deploy.export import spread_stamps
+
+    n = 3000
+    x = np.full((n, 29, 29, 3), 100.0, np.float32)
+    x[:, 0, 0, 0] = np.arange(n)  # each stamp names its row
+    y = (np.arange(n) >= n // 2).astype(int)  # ordered by class, as a careless file might be
+    write_dataset(tmp_path / "t.h5", x, {"label": y, "sensor_id": np.zeros(n, int), "kind": np.zeros(n, int),
+                                         "mag": np.zeros(n, np.float32)})
+    np.save(tmp_path / "t.npy", x)
+    for name in ("t.h5", "t.npy"):
+        got, labels, what = spread_stamps(tmp_path / name, 600)
+        rows = got[:, 0, 0, 0].astype(int)
+        assert len(got) == 600 and len(np.unique(rows)) == 600 and rows.min() < 30 and rows.max() > n - 30, what
+        if name == "t.h5":
+            np.testing.assert_array_equal(labels, y[rows])
+            assert 0.45 < labels.mean() < 0.55
+        else:
+            assert labels is None

@@ -77,8 +77,8 @@ CALIBRATION_ROWS = 2048
 #: Stamps (spread evenly over ``check``) on which the int8 model is compared with float32.
 INT8_CHECK_ROWS = 8192
 #: Largest accepted difference between the int8 and the float32 probability of real. Rounding
-#: every convolution's input and weights to 8 bits moves a score by up to a few 1e-3 typically;
-#: a larger difference means a badly calibrated range (an outlier stamp, too few stamps).
+#: each convolution's input and weights to 8 bits moves every score a little; a difference this
+#: large points to a badly calibrated range (an outlier stamp, too few calibration stamps).
 INT8_SCORE_TOLERANCE = 0.05
 #: Largest accepted AUC difference int8 - float32 on a labelled check set.
 INT8_AUC_TOLERANCE = 1e-3
@@ -251,29 +251,44 @@ def _parity(proto, network, stamps: np.ndarray, temperature: float | None) -> di
 def spread_stamps(path: str | os.PathLike, rows: int) -> tuple[np.ndarray, np.ndarray | None, str]:
     """Up to ``rows`` stamps spread evenly over ``path``, their labels (None if unlabelled), a description.
 
-    Every ``ceil(n / rows)``-th stamp, read block by block (so a file ordered by class or sensor
-    still gives a mixed sample); masked pixels are filled. ``path`` is any input of
-    ``realbogus.predict`` but alerts.
+    Every ``ceil(n / rows)``-th stamp, read block by block, so a file ordered by class or sensor
+    still gives a mixed sample; from our HDF5 files, which allow random access, up to 256
+    short contiguous runs spread evenly over the file instead (a few hundred chunks read, not
+    the whole file). Masked pixels are filled. ``path`` is any input of ``realbogus.predict``
+    but alerts.
     """
-    from realbogus.data.loaders import open_stamps
+    from realbogus.data.loaders import apply_nan_policy, open_stamps
 
     with open_stamps(path) as src:
         if src.n == 0:
             raise DataError(f"{path}: holds no stamps")
         step = -(-src.n // int(rows))
-        parts, labels, start = [], [], 0
         has_labels = "label" in src.columns
-        for images, cols in src.iter_blocks(4096, "fill"):
-            keep = np.arange((-start) % step, len(images), step)
-            parts.append(images[keep])
-            if has_labels:
-                labels.append(np.asarray(cols["label"])[keep])
-            start += len(images)
-    stamps = np.concatenate(parts)
-    y = np.concatenate(labels).astype(int) if has_labels else None
+        wanted = np.arange(0, src.n, step)
+        how = f"one in {step}"
+        if src.layout == "hdf5" and step > 1:
+            # random access in at most 256 contiguous runs spread over the file: a paper-scale
+            # training file (33 GB, stored in chunks of rows) is not read whole for 2,048 stamps
+            from realbogus.data.format import open_dataset
+
+            run = -(-int(rows) // 256)
+            runs = -(-int(rows) // run)
+            starts = np.unique(np.linspace(0, src.n - run, runs).astype(np.int64))
+            wanted = np.unique((starts[:, None] + np.arange(run)).ravel())[: int(rows)]
+            with open_dataset(path, required=()) as ds:
+                stamps = np.asarray(ds.images(wanted), np.float32)
+            stamps, _ = apply_nan_policy(stamps, "fill", 0.25, lambda i: f"{path}: row {wanted[i]}")
+            how = f"{len(starts)} runs of {run} spread over {src.n}"
+        else:
+            parts, start = [], 0
+            for images, _ in src.iter_blocks(4096, "fill"):
+                parts.append(images[np.arange((-start) % step, len(images), step)])
+                start += len(images)
+            stamps = np.concatenate(parts)
+        y = np.asarray(src.columns["label"])[wanted].astype(int) if has_labels else None
     if y is not None and not ((y == 1).any() and (y == 0).any()):
         y = None  # one class only: no AUC
-    return stamps, y, f"{path}: {len(stamps)} stamps, one in {step} (masked pixels filled)"
+    return stamps, y, f"{path}: {len(stamps)} stamps, {how} (masked pixels filled)"
 
 
 def _check_set(check: str | os.PathLike | None, rows: int = _CHECK_ROWS):
