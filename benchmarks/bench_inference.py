@@ -34,8 +34,8 @@ file first (warming the ``precision=auto`` cache and the page cache), and the ti
 stamps is scaled from N.
 
 ``--variants`` adds ONNX Runtime without layout transformations (``extended``), with one
-thread and without spinning threads, other ONNX batch sizes, and the Keras paths with one
-stream.
+thread and without spinning threads, other ONNX batch sizes, an int8 export with the first
+and last layers quantised too, and the Keras paths with one stream.
 
 ``--smoke`` builds tiny untrained models and synthetic stamps and runs everything in seconds:
 a check that the benchmark works, whose numbers mean nothing. Without ``--complex`` /
@@ -265,6 +265,12 @@ def main() -> None:
                                                                   **kw).logits
             for prec in ("float32", "mixed_bfloat16"):
                 methods[f"keras {prec}, 1 stream"] = Scorer(network, args.batch, prec, streams=1).logits
+            ends = work / "complex.int8-ends.onnx"
+            qe = export_onnx(complex_keras, ends, overwrite=True, calibrate=calibrate, check=args.data,
+                             score_tolerance=1.0, auc_tolerance=1.0, float_ends=False)["int8"]
+            methods["onnx int8, all layers"] = OnnxScorer(ends, batch_size=args.batch).logits
+            print(f"int8 with every layer quantised: largest score difference {qe['max_score_difference']:.3g} "
+                  f"on its check set")
             for b in (256, 1024):
                 if b != args.batch:
                     methods[f"onnx int8, batch {b}"] = OnnxScorer(paths["complex int8"], batch_size=b).logits

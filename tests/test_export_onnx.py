@@ -181,6 +181,11 @@ def test_int8_export_scores_close_to_float32_and_says_how_close(int8_export, net
     ops = {n.op_type for n in proto.graph.node}
     assert {"QuantizeLinear", "DequantizeLinear", "Conv"} <= ops
     assert any(init.data_type == onnx.TensorProto.INT8 for init in proto.graph.initializer)  # int8 weights
+    # the first convolution keeps float32 weights, the others are fed dequantised int8 weights
+    floats = {i.name for i in proto.graph.initializer if i.data_type == onnx.TensorProto.FLOAT}
+    convs = [n for n in proto.graph.node if n.op_type == "Conv"]
+    assert q["float_first_and_last_layer"] and [n.input[1] in floats for n in convs].count(True) == 1
+    assert convs[0].input[1] in floats and len(convs) > 2
     scorer = OnnxScorer(path, batch_size=16)
     assert scorer.precision == "int8"
     card = json.loads(scorer.metadata["model_card"])

@@ -36,8 +36,9 @@ Static int8 (``--calibrate FILE``): the converted network is quantised by ONNX R
 8-bit activations, signed 8-bit weights per output channel, the u8 x s8 products that VNNI
 instructions compute) after its activation ranges were calibrated (min-max) on
 :data:`CALIBRATION_ROWS` stamps spread evenly over ``FILE`` (training stamps: never the test
-split). Only the convolutions and matrix products are quantised; the per-stamp normalisation,
-FRN statistics, gates and the score outputs stay float32/float64. It is then compared with the
+split). Only the convolutions and matrix products are quantised, and by default neither the
+first convolution nor the logits layer (``--int8-ends`` quantises them too); the per-stamp
+normalisation, FRN statistics, gates and the score outputs stay float32/float64. It is then compared with the
 float32 ONNX model on :data:`INT8_CHECK_ROWS` stamps spread evenly over ``--check`` (default:
 over the calibration file; a held-out labelled file is the better check): the export is refused, with nothing written, if any score
 differs by more than :data:`INT8_SCORE_TOLERANCE` or, when the check set is labelled, the AUC
@@ -313,7 +314,7 @@ def _onnx_scores(session, stamps: np.ndarray, batch: int = 512) -> np.ndarray:
                            for s in range(0, len(stamps), batch)])
 
 
-def quantize_int8(proto, calibration: np.ndarray, method: str = "minmax"):
+def quantize_int8(proto, calibration: np.ndarray, method: str = "minmax", float_ends: bool = True):
     """``proto`` (stamps -> logits, float32) with convolutions and matrix products in static int8.
 
     Parameters
@@ -324,6 +325,10 @@ def quantize_int8(proto, calibration: np.ndarray, method: str = "minmax"):
         float32 (n, 29, 29, 3) stamps on which the activation ranges are calibrated.
     method
         Calibration: ``minmax``, ``entropy`` or ``percentile`` (99.999%).
+    float_ends
+        Keep the first convolution (it sees the normalised pixels) and the last matrix product
+        (the logits) in float32: the usual guard of a quantised classifier's accuracy, at the
+        cost of the two layers' share of the work.
 
     Returns
     -------
@@ -355,9 +360,15 @@ def quantize_int8(proto, calibration: np.ndarray, method: str = "minmax"):
             quant_pre_process(src, pre, skip_symbolic_shape=True)
         except Exception:  # the clean-up is an optimisation; quantise the graph as converted
             pre = src
+        exclude = []
+        if float_ends:
+            nodes = [n for n in onnx.load(pre).graph.node if n.op_type in INT8_OPS]
+            convs = [n for n in nodes if n.op_type == "Conv"]
+            exclude = [n.name for n in (convs[:1] + nodes[-1:]) if n.name]
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             quantize_static(pre, out, Reader(), quant_format=QuantFormat.QDQ, op_types_to_quantize=list(INT8_OPS),
+                            nodes_to_exclude=exclude,
                             per_channel=True, activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                             calibrate_method=methods[method],
                             extra_options={"ActivationSymmetric": False, "WeightSymmetric": True})
@@ -385,7 +396,7 @@ def export_onnx(model, out_path: str | os.PathLike, card: dict | None = None, ov
                 check: str | os.PathLike | None = None, calibrate: str | os.PathLike | None = None,
                 calibration_rows: int = CALIBRATION_ROWS, check_rows: int = INT8_CHECK_ROWS,
                 score_tolerance: float = INT8_SCORE_TOLERANCE, auc_tolerance: float = INT8_AUC_TOLERANCE,
-                calibration_method: str = "minmax") -> dict:
+                calibration_method: str = "minmax", float_ends: bool = True) -> dict:
     """Write ``model`` (a network, a ``.keras`` file or a run folder) as an ONNX model.
 
     Parameters
@@ -410,6 +421,8 @@ def export_onnx(model, out_path: str | os.PathLike, card: dict | None = None, ov
         int8: the largest accepted score and AUC differences from float32.
     calibration_method
         int8: ``minmax``, ``entropy`` or ``percentile`` (see :func:`quantize_int8`).
+    float_ends
+        int8: keep the first convolution and the logits layer in float32 (see :func:`quantize_int8`).
 
     Returns
     -------
@@ -464,14 +477,15 @@ def export_onnx(model, out_path: str | os.PathLike, card: dict | None = None, ov
                         f"(tolerance {LOGIT_TOLERANCE:g}) on {check_name}")
     precision = "float32"
     if calibration is not None:
-        int8 = _append_scores(quantize_int8(base, calibration, calibration_method), temperature)
+        int8 = _append_scores(quantize_int8(base, calibration, calibration_method, float_ends), temperature)
         # without --check, in-distribution stamps of the calibration file (the synthetic set's
         # extremes lie outside the ranges calibrated on survey stamps)
         check_stamps_, check_labels, int8_check_name = _check_set(check if check is not None else calibrate,
                                                                   check_rows)
         q = _int8_parity(proto, int8, check_stamps_, check_labels)
         q.update({"format": "QDQ", "activations": "uint8 asymmetric", "weights": "int8 symmetric per channel",
-                  "operators": list(INT8_OPS), "calibration_set": calibration_name,
+                  "operators": list(INT8_OPS), "float_first_and_last_layer": bool(float_ends),
+                  "calibration_set": calibration_name,
                   "calibration_method": calibration_method, "check_set": int8_check_name,
                   "score_tolerance": float(score_tolerance), "auc_tolerance": float(auc_tolerance)})
         auc_diff = q.get("auc_difference")
@@ -510,6 +524,8 @@ def _run(argv=None) -> Path:
     parser.add_argument("--calibration-rows", type=int, default=CALIBRATION_ROWS,
                         help=f"int8: calibration stamps spread over TRAIN (default {CALIBRATION_ROWS})")
     parser.add_argument("--calibration-method", default="minmax", choices=["minmax", "entropy", "percentile"])
+    parser.add_argument("--int8-ends", action="store_true",
+                        help="int8: quantise the first convolution and the logits layer too (default: float32)")
     parser.add_argument("--check-rows", type=int, default=INT8_CHECK_ROWS,
                         help=f"int8: check stamps spread over --check (default {INT8_CHECK_ROWS})")
     parser.add_argument("--score-tolerance", type=float, default=INT8_SCORE_TOLERANCE,
@@ -528,7 +544,8 @@ def _run(argv=None) -> Path:
     if out.suffix.lower() == ".onnx":
         report = export_onnx(model, out, overwrite=args.overwrite, check=args.check, calibrate=args.calibrate,
                              calibration_rows=args.calibration_rows, check_rows=args.check_rows,
-                             score_tolerance=args.score_tolerance, calibration_method=args.calibration_method)
+                             score_tolerance=args.score_tolerance, calibration_method=args.calibration_method,
+                             float_ends=not args.int8_ends)
         line = (f"wrote {out} (ONNX opset {report['opset']}; scores within {report['max_score_difference']:.2g} "
                 f"of Keras on {report['n_stamps']} check stamps")
         q = report.get("int8")
