@@ -99,7 +99,7 @@ def steps_per_epoch(run_dir) -> tuple[int | None, str]:
     run = RunDir(run_dir)
     state = run.state() or {}
     if state.get("steps_per_epoch"):
-        return int(state["steps_per_epoch"]), "run_state.json"
+        return int(state["steps_per_epoch"]), RunDir.STATE
     saved = run.saved_config() or {}
     trainer = saved.get("trainer") or {}
     if trainer.get("steps_per_epoch"):

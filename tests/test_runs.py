@@ -181,3 +181,37 @@ def test_every_command_help_says_what_it_does_with_examples(module, says, not_li
     assert says in res.stdout and "Examples:" in res.stdout and res.stdout.count(f"python -m {module}") >= 3
     if not_listed:
         assert not_listed not in res.stdout  # the training groups this command does not use
+
+
+def _imports(path: Path) -> set[str]:
+    import ast
+
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.module:
+            found.add(node.module)
+        elif isinstance(node, ast.Import):
+            found.update(a.name for a in node.names)
+    return found
+
+
+def test_training_fits_networks_and_knows_nothing_of_label_handling_or_runs_pipeline():
+    """training/ is imported by label cleaning's stage 1, so it must not import label handling back
+    (the cycle training.driver -> label_errors -> label_errors.oof -> training.driver is gone)."""
+    for path in (REPO / "realbogus" / "training").glob("*.py"):
+        bad = {m for m in _imports(path) if m.startswith(("realbogus.label_errors", "realbogus.label_noise",
+                                                            "realbogus.train", "realbogus.noise_sweep"))
+               and not m.startswith("realbogus.training")}
+        assert not bad, (path.name, bad)
+
+
+def test_run_folder_file_names_are_written_in_one_place():
+    import re
+
+    names = ("run_state.json", "run_config.yaml")
+    for path in (REPO / "realbogus").rglob("*.py"):
+        if path.name == "rundir.py":
+            continue
+        code = "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
+        literals = re.findall(r"""["']([\w.]+)["']""", code)
+        assert not set(literals) & set(names), path

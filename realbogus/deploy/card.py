@@ -47,6 +47,7 @@ import numpy as np
 
 from realbogus.errors import DataError
 from realbogus.io import atomic_path, save_json, to_jsonable
+from realbogus.rundir import RunDir
 
 __all__ = [
     "CARD_FORMAT",
@@ -196,7 +197,7 @@ def build_card(run_dir: str | os.PathLike, calibration: Mapping | None = None, n
     from realbogus.evaluation.report import read_predictions
 
     run_dir = Path(run_dir)
-    config_path = run_dir / "run_config.yaml"
+    config_path = RunDir(run_dir).config_path
     if not config_path.is_file():
         raise DataError(f"{config_path}: no such file (a finished run folder holds it)")
     config = OmegaConf.to_container(OmegaConf.load(config_path), resolve=True)
