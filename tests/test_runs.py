@@ -215,3 +215,19 @@ def test_run_folder_file_names_are_written_in_one_place():
         code = "\n".join(line for line in path.read_text().splitlines() if not line.lstrip().startswith("#"))
         literals = re.findall(r"""["']([\w.]+)["']""", code)
         assert not set(literals) & set(names), path
+
+
+def test_an_output_folder_under_a_file_is_one_line_before_any_work(tmp_path):
+    (tmp_path / "afile").write_text("")
+    res = run([sys.executable, "-m", "realbogus.train", "data=smoke", f"data.dir={tmp_path / 'data'}",
+               f"hydra.run.dir={tmp_path / 'afile' / 'run'}"])
+    assert res.returncode == 2
+    assert res.stderr.strip() == f"error: hydra.run.dir={tmp_path / 'afile' / 'run'}: {tmp_path / 'afile'} is a file, not a folder"
+
+
+@pytest.mark.skipif(os.path.exists("/dev/nvidia0") or os.path.exists("/proc/driver/nvidia"), reason="a GPU is here")
+def test_no_gpu_probe_error_on_a_machine_without_a_gpu():
+    env = {k: v for k, v in ENV.items() if k != "TF_CPP_MIN_LOG_LEVEL"}
+    res = subprocess.run([sys.executable, "-c", "import realbogus, tensorflow as tf; tf.config.list_physical_devices()"],
+                         env=env, capture_output=True, text=True)
+    assert res.returncode == 0 and "cuInit" not in res.stderr and "E0000" not in res.stderr
