@@ -33,8 +33,9 @@ loading, scoring, writing a CSV): a plain Keras script (``load_model``, ``model.
 file first (warming the ``precision=auto`` cache and the page cache), and the time for 10^6
 stamps is scaled from N.
 
-``--variants`` adds ONNX Runtime without layout transformations (``extended``), with one
-thread and without spinning threads, other ONNX batch sizes, an int8 export with the first
+``--variants`` adds ONNX Runtime with the cores inside each operator (``threads``) and on one
+batch each (``streams``; ``onnx`` rows use whichever ``parallel=auto`` measured faster),
+without layout transformations (``extended``), on one core and without spinning threads, other ONNX batch sizes, an int8 export with the first
 and last layers quantised too, and the Keras paths with one stream.
 
 ``--smoke`` builds tiny untrained models and synthetic stamps and runs everything in seconds:
@@ -45,6 +46,7 @@ a check that the benchmark works, whose numbers mean nothing. Without ``--comple
 from __future__ import annotations
 
 import argparse
+import contextlib
 import os
 import subprocess
 import sys
@@ -198,14 +200,16 @@ def main() -> None:
     from realbogus.evaluation.metrics import auc, fpr_at_tpr
     from realbogus.evaluation.scoring import scores_from_logits
     from realbogus.models import load_model
-    from realbogus.speed import processor, usable_cores
+    from realbogus.speed import cache_dir, processor, usable_cores
 
     cores = usable_cores()
     print("load average at start (1, 5, 15 min): " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
     print(f"processor: {processor()}; usable cores: {cores}; CPU flags: {' '.join(cpu_flags()) or 'none of interest'}; "
           f"TensorFlow {tf.__version__}; TF_ENABLE_ONEDNN_OPTS={os.environ.get('TF_ENABLE_ONEDNN_OPTS', 'unset')}")
 
-    with tempfile.TemporaryDirectory(prefix="bench_inference_") as tmp:
+    with tempfile.TemporaryDirectory(prefix="bench_inference_") as tmp, contextlib.ExitStack() as stack:
+        if args.smoke:  # tiny throw-away models: their measurements stay out of the user's cache
+            stack.enter_context(cache_dir(Path(tmp) / "speed_cache"))
         work = Path(args.keep) if args.keep else Path(tmp)
         work.mkdir(parents=True, exist_ok=True)
         complex_keras, _, complex_what = model_file("complex", args.complex, args.smoke, work)
@@ -258,7 +262,8 @@ def main() -> None:
             "simple fp32 model.predict": lambda a: simple.predict(a, batch_size=args.batch, verbose=0),
         }
         if args.variants:
-            for label, kw in (("extended opt", {"optimization": "extended"}), ("1 thread", {"threads": 1}),
+            for label, kw in (("threads", {"parallel": "threads"}), ("streams", {"parallel": "streams"}),
+                              ("extended opt", {"optimization": "extended"}), ("1 core", {"threads": 1}),
                               ("no spinning", {"spinning": False})):
                 for prec in ("fp32", "int8"):
                     methods[f"onnx {prec}, {label}"] = OnnxScorer(paths[f"complex {prec}"], batch_size=args.batch,
@@ -278,6 +283,10 @@ def main() -> None:
         print(f"keras auto (precision=auto) chose {keras_auto.precision} "
               f"({'measured now' if keras_auto.auto.measured else 'cached'}: "
               + ", ".join(f"{k} {v:,.0f}/s" for k, v in keras_auto.auto.rates.items()) + ")")
+        print("onnx parallel=auto chose: " + "; ".join(
+            f"{k} {v.parallel}" + ("" if v.auto is None else " (" + ", ".join(
+                f"{p} {r:,.0f}/s" for p, r in v.auto.rates.items()) + ")")
+            for k, v in (("complex fp32", onnx32), ("complex int8", onnx8), ("simple fp32", screen))))
         print(f"screen threshold {threshold:.6g}: {thr_what}")
         x = tile(xl, n_time)
         print(f"timing: {n_time} stamps x {args.rounds} rounds (tiled from {data_what}), batch {args.batch}",

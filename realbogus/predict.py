@@ -25,7 +25,8 @@ are read and scored block by block, so memory stays bounded whatever the input's
 Models: a run folder or a ``.keras`` file (TensorFlow), or an ``.onnx`` file written by
 ``python -m realbogus.deploy.export``, float32 or int8 (ONNX Runtime only; TensorFlow is not
 imported). ``precision=auto`` times the Keras model in float32 and bfloat16 on this machine and
-keeps the faster (cached, :mod:`realbogus.speed`). With ``screen=`` a second, cheaper model
+keeps the faster; an ONNX model is likewise timed using the cores inside each operator or on
+one batch each (both cached, :mod:`realbogus.speed`). With ``screen=`` a second, cheaper model
 screens every stamp first and only those passing it reach ``model`` (see
 :mod:`realbogus.deploy.cascade`; the output gains ``screen_score`` and ``screened_out``).
 
@@ -252,15 +253,37 @@ def _keras_scorer(model_path: Path, card: dict | None, batch_size: int, precisio
     return Scorer(network, batch_size=batch_size, precision=precision), model_version(network, card)
 
 
-def _onnx_card(scorer, model_path: Path) -> dict | None:
+def _onnx_metadata(model_path: Path, batch_size: int) -> dict:
+    """An ONNX model's metadata, read by a plain session (checks that it loads and its interface)."""
+    from realbogus.deploy.inference import OnnxScorer
+
+    return OnnxScorer(model_path, batch_size=batch_size, parallel="threads", optimization="basic").metadata
+
+
+def _onnx_scorer(model_path: Path, batch_size: int):
+    """The session that scores: ``parallel=auto`` times threads against streams on first use."""
+    from realbogus.deploy.inference import OnnxScorer
+
+    return OnnxScorer(model_path, batch_size=batch_size)
+
+
+def _onnx_card(metadata: dict, model_path: Path) -> dict | None:
     """The model card stored in an ONNX model's metadata (read by ONNX Runtime)."""
-    text = scorer.metadata.get("model_card")
+    text = metadata.get("model_card")
     if not text:
         return None
     try:
         return json.loads(text)
     except ValueError as exc:
         raise DataError(f"{model_path}: its model_card metadata is not valid JSON ({exc})") from None
+
+
+def _measured(scorer) -> dict | None:
+    """What ``auto`` chose for ``scorer`` (Keras: the precision; ONNX: threads or streams) and the rates."""
+    auto = getattr(scorer, "auto", None)
+    if auto is None:
+        return None
+    return {"choice": auto.choice, "samples_per_s": auto.rates, "cached": not auto.measured}
 
 
 def _check_screen(screen, screen_threshold, screen_tpr):
@@ -381,13 +404,11 @@ def predict_file(
         if screen_path.resolve() == model_path.resolve():
             raise ConfigError(f"screen={screen}: is the model itself; the screen is a cheaper model")
         screen_request = _screen_threshold(screen_request, screen_run, screen_path)
-    scorer = version = None
-    if is_onnx:  # ONNX Runtime starts in a fraction of a second: load it now, it holds the card
-        from realbogus.deploy.inference import OnnxScorer
-
-        scorer = OnnxScorer(model_path, batch_size=batch_size)
-        card = _onnx_card(scorer, model_path)
-        version = scorer.metadata.get(VERSION_FIELD) or (card or {}).get(VERSION_FIELD)
+    version = None
+    if is_onnx:  # ONNX Runtime starts in a fraction of a second: read the card now
+        metadata = _onnx_metadata(model_path, batch_size)
+        card = _onnx_card(metadata, model_path)
+        version = metadata.get(VERSION_FIELD) or (card or {}).get(VERSION_FIELD)
     else:
         card = read_card(model_path)
     if card is None and run_dir is not None:
@@ -395,10 +416,7 @@ def predict_file(
     temperature = _temperature(run_dir, card)
     point = _operating_point(request, detections, run_dir, model_path, card)
     if screen_path is not None and screen_path.suffix == ".onnx":
-        from realbogus.deploy.inference import OnnxScorer
-
-        screen_scorer = OnnxScorer(screen_path, batch_size=batch_size)
-        screen_version = screen_scorer.metadata.get(VERSION_FIELD)
+        screen_version = _onnx_metadata(screen_path, batch_size).get(VERSION_FIELD)
 
     with _open_input(input, layout, split, bool(orient), max_centre_offset) as src:
         if Path(input).resolve() == output.resolve():
@@ -411,9 +429,14 @@ def predict_file(
         from realbogus.deploy.inference import prefetch
         from realbogus.evaluation.scoring import scores_from_logits
 
-        if scorer is None:
+        # the scorers are built (and, the first time on this machine, timed) once the input is known good
+        if is_onnx:
+            scorer = _onnx_scorer(model_path, batch_size)
+        else:
             scorer, version = _keras_scorer(model_path, card, batch_size, precision)
-        if screen_path is not None and screen_scorer is None:
+        if screen_path is not None and screen_path.suffix == ".onnx":
+            screen_scorer = _onnx_scorer(screen_path, batch_size)
+        elif screen_path is not None:
             screen_scorer, screen_version = _keras_scorer(screen_path, read_card(screen_path), batch_size, precision)
         cascade = None
         if screen_scorer is not None:
@@ -503,8 +526,8 @@ def predict_file(
         "n_candidates": None if candidate is None else int(candidate.sum()),
         "n_off_centre": int(off_centre.sum()) if "off_centre" in src.columns else None,
         "precision": scorer.precision,
-        "precision_measured": None if getattr(scorer, "auto", None) is None else {
-            "samples_per_s": scorer.auto.rates, "cached": not scorer.auto.measured},
+        "onnx_parallel": getattr(scorer, "parallel", None),
+        "auto_measured": _measured(scorer),
         "screen": None,
         "batch_size": batch_size,
         "nan_policy": nan_policy,
@@ -520,6 +543,7 @@ def predict_file(
         meta["screen"] = {
             "model": str(screen_path), "run_dir": None if screen_run is None else str(screen_run),
             "model_version": screen_version, "precision": screen_scorer.precision,
+            "auto_measured": _measured(screen_scorer),
             "threshold": screen_request["threshold"],
             "threshold_source": {k: v for k, v in screen_request.items() if k != "threshold"},
             "n_screened_out": n_out, "fraction_screened_out": n_out / src.n if src.n else None,

@@ -17,6 +17,7 @@ unwritable cache only costs the measurement.
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
@@ -24,9 +25,9 @@ import platform
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
-__all__ = ["Choice", "processor", "usable_cores", "cache_path", "cache_key", "fastest"]
+__all__ = ["Choice", "processor", "usable_cores", "cache_path", "cache_dir", "cache_key", "fastest"]
 
 
 @dataclass(frozen=True)
@@ -71,6 +72,23 @@ def usable_cores() -> int:
 def cache_path() -> Path:
     """The cache file: ``$REALBOGUS_CACHE_DIR/speed.json`` (default ``~/.cache/realbogus``)."""
     return Path(os.environ.get("REALBOGUS_CACHE_DIR", Path.home() / ".cache" / "realbogus")) / "speed.json"
+
+
+@contextlib.contextmanager
+def cache_dir(path: str | os.PathLike) -> Iterator[Path]:
+    """Keep the cache in folder ``path`` inside the block (tests, smoke runs: not the user's cache).
+
+    Sets ``REALBOGUS_CACHE_DIR``, so child processes started inside the block use it too.
+    """
+    previous = os.environ.get("REALBOGUS_CACHE_DIR")
+    os.environ["REALBOGUS_CACHE_DIR"] = str(path)
+    try:
+        yield Path(path)
+    finally:
+        if previous is None:
+            os.environ.pop("REALBOGUS_CACHE_DIR", None)
+        else:
+            os.environ["REALBOGUS_CACHE_DIR"] = previous
 
 
 def cache_key(kind: str, work: Mapping) -> str:

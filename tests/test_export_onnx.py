@@ -17,6 +17,16 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 TEMPERATURE = 1.7
 
 
+@pytest.fixture(autouse=True, scope="module")
+def private_speed_cache(tmp_path_factory):
+    """ONNX scoring measures threads against streams once: keep that out of the user's cache."""
+    from realbogus.speed import cache_dir
+
+    with cache_dir(tmp_path_factory.mktemp("speed_cache")) as path:
+        ENV["REALBOGUS_CACHE_DIR"] = str(path)  # for the commands run in subprocesses
+        yield
+
+
 @pytest.fixture(scope="module")
 def model_path(tmp_path_factory) -> Path:
     """A small complex network (FRN, squeeze-excitation, strided residual block) with a card."""

@@ -23,14 +23,11 @@ ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 @pytest.fixture(autouse=True, scope="module")
 def private_speed_cache(tmp_path_factory):
     """precision=auto remembers its measurements: keep them out of the user's cache."""
-    path = str(tmp_path_factory.mktemp("speed_cache"))
-    previous = os.environ.get("REALBOGUS_CACHE_DIR")
-    os.environ["REALBOGUS_CACHE_DIR"] = ENV["REALBOGUS_CACHE_DIR"] = path
-    yield path
-    if previous is None:
-        os.environ.pop("REALBOGUS_CACHE_DIR", None)
-    else:
-        os.environ["REALBOGUS_CACHE_DIR"] = previous
+    from realbogus.speed import cache_dir
+
+    with cache_dir(tmp_path_factory.mktemp("speed_cache")) as path:
+        ENV["REALBOGUS_CACHE_DIR"] = str(path)  # for the commands run in subprocesses
+        yield
 
 
 # ----------------------------------------------------------------------------- fixtures
@@ -450,8 +447,9 @@ def test_command_line_writes_scores_and_nothing_else(tmp_path, run_dir, stamps):
     meta = json.loads((work / "night.csv.meta.json").read_text())
     assert meta["operating_point"]["mode"] == "bogus_per_night" and "candidates" in done.stdout
     # precision=auto (the default) timed both paths and says so
-    measured = meta["precision_measured"]["samples_per_s"]
+    measured = meta["auto_measured"]["samples_per_s"]
     assert set(measured) == {"float32", "mixed_bfloat16"} and meta["precision"] == max(measured, key=measured.get)
+    assert meta["auto_measured"]["choice"] == meta["precision"]
     assert meta["screen"] is None
 
 

@@ -136,3 +136,58 @@ def test_bench_inference_smoke_runs_every_path(tmp_path):
         assert path in rows, (path, done.stdout)
     assert "FPR at TPR 0.9" in done.stdout and "stamps/s" in done.stdout and "per core" in done.stdout
     assert (tmp_path / "exports" / "complex.int8.onnx").is_file()
+
+
+@pytest.fixture(scope="module")
+def linear_onnx(tmp_path_factory):
+    """A tiny ONNX model with the export's interface: stamps -> logits (a linear map), no TensorFlow."""
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    w = np.random.default_rng(0).normal(0, 1e-3, (29 * 29 * 3, 2)).astype(np.float32)
+    graph = helper.make_graph(
+        [helper.make_node("Flatten", ["stamps"], ["flat"]), helper.make_node("MatMul", ["flat", "w"], ["logits"])],
+        "linear", [helper.make_tensor_value_info("stamps", TensorProto.FLOAT, ["batch", 29, 29, 3])],
+        [helper.make_tensor_value_info("logits", TensorProto.FLOAT, ["batch", 2])], [numpy_helper.from_array(w, "w")])
+    path = tmp_path_factory.mktemp("onnx") / "linear.onnx"
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    model.ir_version = 8  # what ONNX Runtime of any recent version reads
+    onnx.save(model, path)
+    return path, w
+
+
+def test_onnx_scorer_auto_chooses_threads_or_streams_by_measurement(linear_onnx, monkeypatch):
+    import realbogus.deploy.inference as I
+
+    path, w = linear_onnx
+    fake = {"threads": 10.0, "streams": 20.0}
+    calls: list[str] = []
+
+    def measure(name, run, stamps):
+        assert run(stamps[:5]).shape == (5, 2)
+        calls.append(name)
+        return fake[name]
+
+    monkeypatch.setattr(I, "_measure_rate", measure)
+    monkeypatch.setattr(speed, "usable_cores", lambda: 2)  # the choice exists only with 2+ cores
+    first = I.OnnxScorer(path, batch_size=4)
+    assert first.parallel == "streams" and first.auto.measured and sorted(calls) == ["streams", "threads"]
+    again = I.OnnxScorer(path, batch_size=4)
+    assert again.parallel == "streams" and not again.auto.measured and len(calls) == 2
+    fake["threads"] = 30.0
+    assert I.OnnxScorer(path, batch_size=8).parallel == "threads" and len(calls) == 4  # another batch size
+    x = np.random.default_rng(1).normal(100, 5, (11, 29, 29, 3)).astype(np.float32)
+    want = x.reshape(11, -1) @ w
+    for parallel in ("threads", "streams"):  # both ways give the same logits, in input order
+        got = I.OnnxScorer(path, batch_size=4, parallel=parallel).logits(x)
+        np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
+
+
+def test_cache_dir_redirects_and_restores(tmp_path, cache_dir):
+    before = speed.cache_path()
+    with speed.cache_dir(tmp_path / "elsewhere") as path:
+        assert speed.cache_path() == path / "speed.json"
+        candidates, _ = counting({"a": 1.0})
+        speed.fastest("k", {}, candidates, announce=None)
+        assert (path / "speed.json").is_file()
+    assert speed.cache_path() == before and not before.exists()

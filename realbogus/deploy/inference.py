@@ -21,7 +21,8 @@ What makes scoring fast on a CPU (measured by ``benchmarks/bench_inference.py``)
   thread (file reads and NumPy release the GIL) while the network works on the current one.
 - **ONNX Runtime** (:class:`OnnxScorer`, for ``.onnx`` exports, float32 or static int8): all
   graph optimisations (constant folding, convolution + activation fusion, int8 kernels for
-  the quantised convolutions), one intra-op thread per usable core.
+  the quantised convolutions); the cores used either inside each operator or on one batch
+  each, whichever is measured faster here.
 
 XLA compilation (``jit_compile``) was measured slower on CPU for these convolutions and is off
 by default.
@@ -253,8 +254,14 @@ class OnnxScorer:
     ``stamps`` (float32 [batch, 29, 29, 3], raw counts) and give ``logits`` (float32 [batch, 2]),
     as :func:`realbogus.deploy.export.export_onnx` writes it (float32, or int8 with
     ``calibrate=``). The session applies every graph optimisation ONNX Runtime has
-    (``ORT_ENABLE_ALL``: constant folding, fusions, int8 kernels for quantised convolutions)
-    and runs one intra-op thread per usable core, operators one after another.
+    (``ORT_ENABLE_ALL``: constant folding, fusions, int8 kernels for quantised convolutions).
+
+    Two ways to use the cores: ``threads`` - one batch at a time, each operator split over one
+    intra-op thread per usable core; ``streams`` - one batch per core at the same time, each
+    computed by one thread (no synchronisation inside operators, which for the small
+    operators of these networks can be the faster). ``auto`` times both on the model for a
+    couple of batches and keeps the faster, remembered per processor, usable cores, model
+    file content and batch size (:func:`realbogus.speed.fastest`).
 
     Parameters
     ----------
@@ -262,8 +269,10 @@ class OnnxScorer:
         The ``.onnx`` file.
     batch_size
         Stamps per call of the session (the batch axis is dynamic, so no padding is needed).
+    parallel
+        ``auto``, ``threads`` or ``streams`` (see above).
     threads
-        Intra-op threads (default: the cores this process may use).
+        Cores to use (default: the cores this process may use).
     optimization
         ONNX Runtime's graph optimisation level: ``all`` (default; includes the layout
         transformations to blocked NCHWc and, for int8, NHWC), ``extended`` (fusions without
@@ -278,53 +287,107 @@ class OnnxScorer:
         The model's ``metadata_props`` (``model_card`` JSON, ``model_version``, ``precision``).
     precision : str
         ``float32``, or ``int8`` for a statically quantised export.
+    parallel : str
+        ``threads`` or ``streams``, the way in use.
+    auto : realbogus.speed.Choice or None
+        Under ``parallel=auto``: the measured (or cached) rates and the choice.
     """
 
-    def __init__(self, path, batch_size: int = 512, threads: int | None = None, optimization: str = "all",
-                 spinning: bool = True):
-        import onnxruntime as ort
+    PARALLEL = ("auto", "threads", "streams")
 
-        from realbogus.errors import DataError
+    def __init__(self, path, batch_size: int = 512, parallel: str = "auto", threads: int | None = None,
+                 optimization: str = "all", spinning: bool = True):
         from realbogus.speed import usable_cores
 
         self.batch_size = int(batch_size)
         if self.batch_size < 1:
             raise ConfigError(f"batch_size={batch_size!r} must be a positive integer")
+        if parallel not in self.PARALLEL:
+            raise ConfigError(f"parallel={parallel!r} is not one of {', '.join(self.PARALLEL)}")
+        if optimization not in ("all", "extended", "basic"):
+            raise ConfigError(f"optimization={optimization!r} is not one of all, extended, basic")
+        self._path, self._settings = path, (optimization, bool(spinning))
+        self.cores = int(threads or usable_cores())
+        self.auto = None
+        self._pool = None
+        if parallel != "auto" or self.cores < 2:
+            self.parallel = "threads" if parallel == "auto" else parallel
+            self.session = self._session(self.parallel)
+        else:
+            from realbogus import speed
+
+            built: dict = {}
+
+            def candidate(name: str):
+                def measure() -> float:
+                    built[name] = self._session(name)
+                    stamps = _timing_stamps(self.batch_size * self.cores * AUTO_BATCHES)
+                    return _measure_rate(name, lambda x: self._run(built[name], name, x), stamps)
+                return measure
+
+            with open(path, "rb") as fh:
+                content = hashlib.sha256(fh.read()).hexdigest()[:16]
+            work = {"onnx": content, "batch": self.batch_size, "optimization": optimization,
+                    "spinning": bool(spinning)}
+            self.auto = speed.fastest("onnx parallel", work, {p: candidate(p) for p in ("threads", "streams")},
+                                      announce=lambda line: print(line, file=sys.stderr, flush=True))
+            self.parallel = self.auto.choice
+            self.session = built.get(self.parallel) or self._session(self.parallel)
+        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
+        self.precision = self.metadata.get("precision") or "float32"
+
+    def _session(self, parallel: str):
+        """A checked session of the model, its threads set for ``parallel``."""
+        import onnxruntime as ort
+
+        from realbogus.errors import DataError
+
+        optimization, spinning = self._settings
         options = ort.SessionOptions()
         options.log_severity_level = 3  # warnings about unused initialisers are not the user's concern
-        levels = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
-                  "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
-                  "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}
-        if optimization not in levels:
-            raise ConfigError(f"optimization={optimization!r} is not one of {', '.join(levels)}")
-        options.graph_optimization_level = levels[optimization]
+        options.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
+                                            "extended": ort.GraphOptimizationLevel.ORT_ENABLE_EXTENDED,
+                                            "basic": ort.GraphOptimizationLevel.ORT_ENABLE_BASIC}[optimization]
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
-        options.intra_op_num_threads = int(threads or usable_cores())
+        options.intra_op_num_threads = self.cores if parallel == "threads" else 1
         options.inter_op_num_threads = 1
         if not spinning:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
-            self.session = ort.InferenceSession(str(path), sess_options=options, providers=["CPUExecutionProvider"])
+            session = ort.InferenceSession(str(self._path), sess_options=options, providers=["CPUExecutionProvider"])
         except Exception as exc:  # ONNX Runtime raises its own exception types for unreadable models
             message = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-            raise DataError(f"{path}: not a loadable ONNX model ({message})") from None
-        inputs = [i.name for i in self.session.get_inputs()]
-        outputs = [o.name for o in self.session.get_outputs()]
+            raise DataError(f"{self._path}: not a loadable ONNX model ({message})") from None
+        inputs = [i.name for i in session.get_inputs()]
+        outputs = [o.name for o in session.get_outputs()]
         if inputs != ["stamps"] or "logits" not in outputs:
-            raise DataError(f"{path}: expected input 'stamps' and output 'logits', found inputs {inputs}, "
+            raise DataError(f"{self._path}: expected input 'stamps' and output 'logits', found inputs {inputs}, "
                             f"outputs {outputs} (export with python -m realbogus.deploy.export)")
-        self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
-        self.precision = self.metadata.get("precision") or "float32"
-        self.auto = None
+        return session
+
+    def _run(self, session, parallel: str, stamps: np.ndarray) -> np.ndarray:
+        stamps = np.ascontiguousarray(stamps, dtype=np.float32)
+        out = np.empty((stamps.shape[0], 2), np.float32)
+        b = self.batch_size
+
+        def one(start: int) -> None:  # session.run is thread-safe and releases the GIL
+            part = stamps[start:start + b]
+            out[start:start + part.shape[0]] = session.run(["logits"], {"stamps": part})[0]
+
+        starts = range(0, stamps.shape[0], b)
+        if parallel == "threads" or len(starts) < 2:
+            for start in starts:
+                one(start)
+        else:
+            if self._pool is None:
+                self._pool = ThreadPoolExecutor(self.cores, thread_name_prefix="onnx")
+            for done in self._pool.map(one, starts):  # re-raises the first error
+                pass
+        return out
 
     def logits(self, stamps: np.ndarray) -> np.ndarray:
         """float32 (n, 2) logits of float32 (n, 29, 29, 3) stamps."""
-        stamps = np.ascontiguousarray(stamps, dtype=np.float32)
-        out = np.empty((stamps.shape[0], 2), np.float32)
-        for start in range(0, stamps.shape[0], self.batch_size):
-            part = stamps[start:start + self.batch_size]
-            out[start:start + part.shape[0]] = self.session.run(["logits"], {"stamps": part})[0]
-        return out
+        return self._run(self.session, self.parallel, stamps)
 
     def scores(self, stamps: np.ndarray) -> np.ndarray:
         """float64 probabilities of real (``sigmoid(logit_real - logit_bogus)``)."""
