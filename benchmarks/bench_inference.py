@@ -29,9 +29,9 @@ its cost ratio.
 ``--end-to-end N`` then times whole processes on an N-stamp ``.npy`` file (reading, model
 loading, scoring, writing a CSV): a plain Keras script (``load_model``, ``model.predict``,
 ``np.savetxt``) against ``python -m realbogus.predict`` with the Keras model
-(``precision=auto``), with the int8 export, and with the cascade; each is run once on a small
-file first (warming the ``precision=auto`` cache and the page cache), and the time for 10^6
-stamps is scaled from N.
+(``precision=auto``), with the float32 and the int8 export, and with the cascade; each is run
+once on a small file first (warming the ``auto`` cache and the page cache), and the time for
+10^6 stamps is scaled from N.
 
 ``--variants`` adds ONNX Runtime with the cores inside each operator (``threads``) and on one
 batch each (``streams``; ``onnx`` rows use whichever ``parallel=auto`` measured faster),
@@ -363,6 +363,7 @@ def end_to_end(args, complex_keras: Path, paths: dict, xl: np.ndarray, threshold
         "plain Keras script": lambda inp, out: [sys.executable, str(script), str(complex_keras), str(inp), str(out),
                                                 str(args.batch)],
         "predict (Keras, precision=auto)": predict(complex_keras),
+        "predict (onnx fp32)": predict(paths["complex fp32"]),
         "predict (onnx int8)": predict(paths["complex int8"]),
         "predict (cascade, onnx)": predict(paths["complex int8"], f"screen={paths['simple fp32']}",
                                            f"screen_threshold={threshold!r}"),

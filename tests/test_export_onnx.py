@@ -262,3 +262,19 @@ def test_spread_stamps_mixes_the_whole_file_and_keeps_labels_aligned(tmp_path):
             assert 0.45 < labels.mean() < 0.55
         else:
             assert labels is None
+
+
+def test_int8_command_line_mistakes_fail_at_once(tmp_path, model_path):
+    cases = [
+        (["--calibrate", str(tmp_path / "train.npz"), str(tmp_path / "served")], "the output must end in .onnx"),
+        (["--calibrate", str(tmp_path / "missing.h5"), str(tmp_path / "m.int8.onnx")], "no such file"),
+        (["--calibrate", str(tmp_path / "train.npz"), "--check-rows", "0", str(tmp_path / "m.int8.onnx")],
+         "--check-rows=0 must be a positive integer"),
+    ]
+    np.savez(tmp_path / "train.npz", images=stamps(4, seed=1))
+    for extra, message in cases:
+        done = subprocess.run([sys.executable, "-m", "realbogus.deploy.export", str(model_path), *extra],
+                              capture_output=True, text=True, env=ENV, cwd=tmp_path)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2 and len(lines) == 1 and message in lines[0], (extra, done.stderr)
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["train.npz"]
