@@ -33,9 +33,10 @@ loading, scoring, writing a CSV): a plain Keras script (``load_model``, ``model.
 once on a small file first (warming the ``auto`` cache and the page cache), and the time for
 10^6 stamps is scaled from N.
 
-``--variants`` adds ONNX Runtime with the cores inside each operator (``threads``) and on one
-batch each (``streams``; ``onnx`` rows use whichever ``parallel=auto`` measured faster),
-without layout transformations (``extended``), on one core and without spinning threads, other ONNX batch sizes, an int8 export with the first
+``--variants`` adds ONNX Runtime with the cores inside each operator (``threads``) or on one
+batch each (``streams``), with and without layout transformations (``all``, ``extended``; the
+``onnx`` rows use whichever combination the scorer's ``auto`` measured fastest), on one core
+and without spinning threads, other ONNX batch sizes, an int8 export with the first
 and last layers quantised too, and the Keras paths with one stream.
 
 ``--smoke`` builds tiny untrained models and synthetic stamps and runs everything in seconds:
@@ -262,9 +263,9 @@ def main() -> None:
             "simple fp32 model.predict": lambda a: simple.predict(a, batch_size=args.batch, verbose=0),
         }
         if args.variants:
-            for label, kw in (("threads", {"parallel": "threads"}), ("streams", {"parallel": "streams"}),
-                              ("extended opt", {"optimization": "extended"}), ("1 core", {"threads": 1}),
-                              ("no spinning", {"spinning": False})):
+            for label, kw in (*((f"{way}/{level}", {"parallel": way, "optimization": level})
+                                for way in ("threads", "streams") for level in ("all", "extended")),
+                              ("1 core", {"threads": 1, "optimization": "all"}), ("no spinning", {"spinning": False})):
                 for prec in ("fp32", "int8"):
                     methods[f"onnx {prec}, {label}"] = OnnxScorer(paths[f"complex {prec}"], batch_size=args.batch,
                                                                   **kw).logits
@@ -283,8 +284,8 @@ def main() -> None:
         print(f"keras auto (precision=auto) chose {keras_auto.precision} "
               f"({'measured now' if keras_auto.auto.measured else 'cached'}: "
               + ", ".join(f"{k} {v:,.0f}/s" for k, v in keras_auto.auto.rates.items()) + ")")
-        print("onnx parallel=auto chose: " + "; ".join(
-            f"{k} {v.parallel}" + ("" if v.auto is None else " (" + ", ".join(
+        print("onnx session settings chosen: " + "; ".join(
+            f"{k} {v.parallel}/{v.optimization}" + ("" if v.auto is None else " (" + ", ".join(
                 f"{p} {r:,.0f}/s" for p, r in v.auto.rates.items()) + ")")
             for k, v in (("complex fp32", onnx32), ("complex int8", onnx8), ("simple fp32", screen))))
         print(f"screen threshold {threshold:.6g}: {thr_what}")

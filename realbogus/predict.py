@@ -526,7 +526,7 @@ def predict_file(
         "n_candidates": None if candidate is None else int(candidate.sum()),
         "n_off_centre": int(off_centre.sum()) if "off_centre" in src.columns else None,
         "precision": scorer.precision,
-        "onnx_parallel": getattr(scorer, "parallel", None),
+        "onnx_session": f"{scorer.parallel}/{scorer.optimization}" if is_onnx else None,
         "auto_measured": _measured(scorer),
         "screen": None,
         "batch_size": batch_size,

@@ -134,6 +134,8 @@ def test_predict_with_onnx_never_imports_tensorflow(tmp_path, onnx_path, network
     assert result["tf"] is False and result["keras"] is False
     meta = result["meta"]
     assert meta["model_format"] == "onnx" and meta["precision"] == "float32"
+    way, level = meta["onnx_session"].split("/")  # the session settings measured fastest here
+    assert way in ("threads", "streams") and level in ("all", "extended")
     data = np.genfromtxt(tmp_path / "s.csv", delimiter=",", names=True, dtype=None, encoding="utf-8")
     np.testing.assert_allclose(data["score"], scores_from_logits(network.predict(x, verbose=0)), atol=1e-5)
     assert set(data["model_version"]) == {meta["model_version"]} and data["candid"][0] == 500

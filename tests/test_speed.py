@@ -160,7 +160,7 @@ def test_onnx_scorer_auto_chooses_threads_or_streams_by_measurement(linear_onnx,
     import realbogus.deploy.inference as I
 
     path, w = linear_onnx
-    fake = {"threads": 10.0, "streams": 20.0}
+    fake = {"threads/all": 10.0, "streams/all": 20.0, "threads/extended": 5.0, "streams/extended": 15.0}
     calls: list[str] = []
 
     def measure(name, run, stamps):
@@ -171,15 +171,19 @@ def test_onnx_scorer_auto_chooses_threads_or_streams_by_measurement(linear_onnx,
     monkeypatch.setattr(I, "_measure_rate", measure)
     monkeypatch.setattr(speed, "usable_cores", lambda: 2)  # the choice exists only with 2+ cores
     first = I.OnnxScorer(path, batch_size=4)
-    assert first.parallel == "streams" and first.auto.measured and sorted(calls) == ["streams", "threads"]
+    assert (first.parallel, first.optimization) == ("streams", "all") and first.auto.measured
+    assert sorted(calls) == sorted(fake)
     again = I.OnnxScorer(path, batch_size=4)
-    assert again.parallel == "streams" and not again.auto.measured and len(calls) == 2
-    fake["threads"] = 30.0
-    assert I.OnnxScorer(path, batch_size=8).parallel == "threads" and len(calls) == 4  # another batch size
+    assert (again.parallel, again.optimization) == ("streams", "all") and not again.auto.measured
+    assert len(calls) == 4
+    fake["threads/extended"] = 30.0
+    other = I.OnnxScorer(path, batch_size=8)  # another batch size: measured again
+    assert (other.parallel, other.optimization) == ("threads", "extended") and len(calls) == 8
+    assert I.OnnxScorer(path, batch_size=8, parallel="streams").optimization == "all"  # only what is left open
     x = np.random.default_rng(1).normal(100, 5, (11, 29, 29, 3)).astype(np.float32)
     want = x.reshape(11, -1) @ w
     for parallel in ("threads", "streams"):  # both ways give the same logits, in input order
-        got = I.OnnxScorer(path, batch_size=4, parallel=parallel).logits(x)
+        got = I.OnnxScorer(path, batch_size=4, parallel=parallel, optimization="all").logits(x)
         np.testing.assert_allclose(got, want, rtol=1e-4, atol=1e-5)
 
 

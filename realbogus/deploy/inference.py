@@ -259,9 +259,12 @@ class OnnxScorer:
     Two ways to use the cores: ``threads`` - one batch at a time, each operator split over one
     intra-op thread per usable core; ``streams`` - one batch per core at the same time, each
     computed by one thread (no synchronisation inside operators, which for the small
-    operators of these networks can be the faster). ``auto`` times both on the model for a
-    couple of batches and keeps the faster, remembered per processor, usable cores, model
-    file content and batch size (:func:`realbogus.speed.fastest`).
+    operators of these networks can be the faster). Two graph optimisation levels: ``all``
+    (with layout transformations: blocked NCHWc for float convolutions, NHWC for integer ones,
+    which puts transposes around the FRN and gate operators of an int8 graph) and
+    ``extended`` (every fusion, the layout left as exported). With ``auto`` each combination
+    is timed on the model for a couple of batches and the fastest kept, remembered per
+    processor, usable cores, model file content and batch size (:func:`realbogus.speed.fastest`).
 
     Parameters
     ----------
@@ -274,9 +277,8 @@ class OnnxScorer:
     threads
         Cores to use (default: the cores this process may use).
     optimization
-        ONNX Runtime's graph optimisation level: ``all`` (default; includes the layout
-        transformations to blocked NCHWc and, for int8, NHWC), ``extended`` (fusions without
-        layout changes) or ``basic`` (constant folding, redundant nodes). For benchmarks.
+        ``auto``, or ONNX Runtime's graph optimisation level: ``all``, ``extended`` (see above)
+        or ``basic`` (constant folding and redundant nodes only).
     spinning
         Let idle intra-op threads spin waiting for work (ONNX Runtime's default; lower latency
         on an idle machine, wasted cycles on a shared one).
@@ -287,16 +289,17 @@ class OnnxScorer:
         The model's ``metadata_props`` (``model_card`` JSON, ``model_version``, ``precision``).
     precision : str
         ``float32``, or ``int8`` for a statically quantised export.
-    parallel : str
-        ``threads`` or ``streams``, the way in use.
+    parallel, optimization : str
+        The way the cores are used (``threads`` or ``streams``) and the optimisation level in use.
     auto : realbogus.speed.Choice or None
         Under ``parallel=auto``: the measured (or cached) rates and the choice.
     """
 
     PARALLEL = ("auto", "threads", "streams")
+    OPTIMIZATION = ("auto", "all", "extended", "basic")
 
     def __init__(self, path, batch_size: int = 512, parallel: str = "auto", threads: int | None = None,
-                 optimization: str = "all", spinning: bool = True):
+                 optimization: str = "auto", spinning: bool = True):
         from realbogus.speed import usable_cores
 
         self.batch_size = int(batch_size)
@@ -304,15 +307,19 @@ class OnnxScorer:
             raise ConfigError(f"batch_size={batch_size!r} must be a positive integer")
         if parallel not in self.PARALLEL:
             raise ConfigError(f"parallel={parallel!r} is not one of {', '.join(self.PARALLEL)}")
-        if optimization not in ("all", "extended", "basic"):
-            raise ConfigError(f"optimization={optimization!r} is not one of all, extended, basic")
-        self._path, self._settings = path, (optimization, bool(spinning))
+        if optimization not in self.OPTIMIZATION:
+            raise ConfigError(f"optimization={optimization!r} is not one of {', '.join(self.OPTIMIZATION)}")
+        self._path, self._spinning = path, bool(spinning)
         self.cores = int(threads or usable_cores())
         self.auto = None
         self._pool = None
-        if parallel != "auto" or self.cores < 2:
-            self.parallel = "threads" if parallel == "auto" else parallel
-            self.session = self._session(self.parallel)
+        ways = ["threads", "streams"] if parallel == "auto" and self.cores > 1 else [
+            "threads" if parallel == "auto" else parallel]
+        levels = ["all", "extended"] if optimization == "auto" else [optimization]
+        candidates = [f"{way}/{level}" for way in ways for level in levels]
+        if len(candidates) == 1:
+            choice = candidates[0]
+            session = self._session(choice)
         else:
             from realbogus import speed
 
@@ -327,22 +334,23 @@ class OnnxScorer:
 
             with open(path, "rb") as fh:
                 content = hashlib.sha256(fh.read()).hexdigest()[:16]
-            work = {"onnx": content, "batch": self.batch_size, "optimization": optimization,
-                    "spinning": bool(spinning)}
-            self.auto = speed.fastest("onnx parallel", work, {p: candidate(p) for p in ("threads", "streams")},
+            work = {"onnx": content, "batch": self.batch_size, "spinning": self._spinning}
+            self.auto = speed.fastest("onnx session", work, {c: candidate(c) for c in candidates},
                                       announce=lambda line: print(line, file=sys.stderr, flush=True))
-            self.parallel = self.auto.choice
-            self.session = built.get(self.parallel) or self._session(self.parallel)
+            choice = self.auto.choice
+            session = built.get(choice) or self._session(choice)
+        self.session = session
+        self.parallel, self.optimization = choice.split("/")
         self.metadata = dict(self.session.get_modelmeta().custom_metadata_map)
         self.precision = self.metadata.get("precision") or "float32"
 
-    def _session(self, parallel: str):
-        """A checked session of the model, its threads set for ``parallel``."""
+    def _session(self, way: str):
+        """A checked session of the model for ``way``, ``"<parallel>/<optimization>"``."""
         import onnxruntime as ort
 
         from realbogus.errors import DataError
 
-        optimization, spinning = self._settings
+        parallel, optimization = way.split("/")
         options = ort.SessionOptions()
         options.log_severity_level = 3  # warnings about unused initialisers are not the user's concern
         options.graph_optimization_level = {"all": ort.GraphOptimizationLevel.ORT_ENABLE_ALL,
@@ -351,7 +359,7 @@ class OnnxScorer:
         options.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
         options.intra_op_num_threads = self.cores if parallel == "threads" else 1
         options.inter_op_num_threads = 1
-        if not spinning:
+        if not self._spinning:
             options.add_session_config_entry("session.intra_op.allow_spinning", "0")
         try:
             session = ort.InferenceSession(str(self._path), sess_options=options, providers=["CPUExecutionProvider"])
@@ -365,7 +373,7 @@ class OnnxScorer:
                             f"outputs {outputs} (export with python -m realbogus.deploy.export)")
         return session
 
-    def _run(self, session, parallel: str, stamps: np.ndarray) -> np.ndarray:
+    def _run(self, session, way: str, stamps: np.ndarray) -> np.ndarray:
         stamps = np.ascontiguousarray(stamps, dtype=np.float32)
         out = np.empty((stamps.shape[0], 2), np.float32)
         b = self.batch_size
@@ -375,7 +383,7 @@ class OnnxScorer:
             out[start:start + part.shape[0]] = session.run(["logits"], {"stamps": part})[0]
 
         starts = range(0, stamps.shape[0], b)
-        if parallel == "threads" or len(starts) < 2:
+        if way.startswith("threads") or len(starts) < 2:
             for start in starts:
                 one(start)
         else:
