@@ -662,3 +662,17 @@ def test_cascade_bad_requests_fail_before_work(tmp_path, run_dir, complex_path, 
     with pytest.raises((ConfigError, DataError), match=message):
         predict(complex_path, tmp_path / "in.npy", tmp_path / "s.csv", **kwargs)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["in.npy"]
+
+
+def test_cascade_from_the_command_line(tmp_path, run_dir, complex_path):
+    x = marked_stamps(30)
+    np.save(tmp_path / "night.npy", x)
+    done = subprocess.run([sys.executable, "-m", "realbogus.predict", f"model={complex_path}",
+                           f"input={tmp_path / 'night.npy'}", f"output={tmp_path / 's.csv'}", f"screen={run_dir}",
+                           "screen_tpr=0.5", "precision=float32"], capture_output=True, text=True, env=ENV)
+    assert done.returncode == 0, done.stderr
+    assert "screened out" in done.stdout
+    cols = read_csv(tmp_path / "s.csv")
+    meta = json.loads((tmp_path / "s.csv.meta.json").read_text())
+    assert meta["screen"]["threshold_source"]["mode"] == "screen_tpr"
+    assert sum(map(int, cols["screened_out"])) == meta["screen"]["n_screened_out"]
