@@ -24,6 +24,7 @@ from __future__ import annotations
 import datetime
 import os
 import shlex
+import signal
 import subprocess
 import sys
 from dataclasses import dataclass
@@ -169,14 +170,29 @@ def multirun_command(cfg: DictConfig, methods: list, rates: list, seeds: list) -
     return cmd
 
 
+def _die_with_parent() -> None:
+    """In a child process (Linux): receive SIGTERM when the parent dies, however it dies.
+
+    Without it a training run started by a killed sweep or reproduction would go on alone,
+    holding its run folder's lock against the rerun.
+    """
+    try:
+        import ctypes
+
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
+    except (OSError, AttributeError):
+        pass
+
+
 def run_logged(cmd: list[str], log_path: Path, echo: bool = True) -> int:
     """Run ``cmd``, appending its output (stdout and stderr) to ``log_path`` and, with ``echo``,
-    to this process's stdout; return its exit status."""
+    to this process's stdout; return its exit status. The child dies with this process."""
     log_path.parent.mkdir(parents=True, exist_ok=True)
     with open(log_path, "a") as log:
         log.write(f"$ {shlex.join(cmd)}\n")
         log.flush()
-        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1)
+        proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, bufsize=1,
+                                preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None)
         assert proc.stdout is not None
         for line in proc.stdout:
             log.write(line)

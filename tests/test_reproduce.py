@@ -433,3 +433,49 @@ def test_budget_note_follows_the_plateau_rule_where_the_history_exists(tmp_path)
     falling = {**_row(3e-3, 1e-3, 4e-3), "run_dirs": run("falling", [0.6, 0.5, 0.42, 0.36, 0.31, 0.27, 0.24, 0.2])}
     assert "undertrained" not in verdict(flat, base, "x")
     assert "undertrained" in verdict(falling, base, "x")
+
+
+@pytest.mark.slow
+def test_reproduce_killed_while_a_run_trains_reruns_to_the_uninterrupted_bytes(tmp_path):
+    """SIGKILL of the reproduction while one of its runs trains: the run stops with it (it does
+    not go on alone, holding its folder), and the rerun finishes every run with the bytes an
+    uninterrupted reproduction writes."""
+    import signal
+    import time
+
+    from realbogus.rundir import RunDir
+
+    def args(out):
+        return [sys.executable, "-m", "realbogus.reproduce", "scale=smoke", "figures=[losses]", "progress=none",
+                f"runs_dir={out}/runs", f"figures_dir={out}/figures", f"report={out}/REPORT.md",
+                f"sweep_dir={out}/sweep"]
+
+    env = {**os.environ, "REALBOGUS_DATA_DIR": str(tmp_path / "data")}
+    env.pop("REALBOGUS_FAULT", None)
+    whole = subprocess.run(args(tmp_path / "whole"), cwd=REPO, env=env, capture_output=True, text=True)
+    assert whole.returncode == 0, whole.stdout[-3000:] + whole.stderr[-3000:]
+    runs = sorted(p for p in (tmp_path / "whole" / "runs").iterdir() if (p / "predictions.csv").exists())
+    assert len(runs) >= 4
+
+    killed = tmp_path / "killed"
+    proc = subprocess.Popen(args(killed), cwd=REPO, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    second = killed / "runs" / runs[1].name
+    deadline = time.time() + 600
+    while not (second / "run_state.json").exists():  # the second run has taken its folder
+        assert time.time() < deadline and proc.poll() is None
+        time.sleep(0.2)
+    holder = RunDir(second).holder()
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    for _ in range(200):  # the run dies with its parent
+        if RunDir(second).holder() is None:
+            break
+        time.sleep(0.1)
+    assert holder and RunDir(second).holder() is None
+    assert not RunDir(second).is_done()
+
+    again = subprocess.run(args(killed), cwd=REPO, env=env, capture_output=True, text=True)
+    assert again.returncode == 0, again.stdout[-3000:] + again.stderr[-3000:]
+    for run in runs:
+        for name in ("predictions.csv", "history.csv"):
+            assert (killed / "runs" / run.name / name).read_bytes() == (run / name).read_bytes(), (run.name, name)
