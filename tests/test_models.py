@@ -286,3 +286,25 @@ def test_step_dropout_round_trips_and_the_simple_model_uses_it():
     assert type(clone) is StepDropout and clone.get_config() == layer.get_config()
     body = split_model(build_model(model_cfg("simple")))[1]
     assert isinstance(body.get_layer("dropout"), StepDropout)
+
+
+def test_a_network_trained_in_bfloat16_has_a_float32_copy_with_the_same_weights():
+    import numpy as np
+
+    from realbogus.models import build_model, float32_copy
+    from realbogus.training.precision import precision_policy
+
+    with precision_policy("mixed_bfloat16"):
+        net = build_model(model_cfg("complex", **TINY_COMPLEX_FOR_COPY))
+    assert any(layer.compute_dtype == "bfloat16" for layer in net._flatten_layers())
+    copy = float32_copy(net)
+    assert {layer.compute_dtype for layer in copy._flatten_layers()} == {"float32"}
+    for a, b in zip(net.get_weights(), copy.get_weights()):
+        np.testing.assert_array_equal(a, b)
+    x = np.random.default_rng(0).normal(200, 15, (8, 29, 29, 3)).astype(np.float32)
+    diff = np.abs(np.asarray(net(x), np.float32) - np.asarray(copy(x))).max()
+    assert 0 < diff < 0.1  # bfloat16 rounding, nothing more
+    assert float32_copy(copy) is copy
+
+
+TINY_COMPLEX_FOR_COPY = {"feature_layers": 1, "stages": [{"conv": 8, "blocks": [[8, 1]]}]}

@@ -453,6 +453,9 @@ def export_onnx(model, out_path: str | os.PathLike, card: dict | None = None, ov
     if calibrate is not None:  # read before the long conversion, so a bad file fails fast
         calibration, _, calibration_name = spread_stamps(calibrate, calibration_rows)
     network, card = _network_and_card(model, card)
+    from realbogus.models import float32_copy
+
+    network = float32_copy(network)  # a network trained in bfloat16 keeps that policy; ONNX wants float32
     network(stamps[:1])  # Keras exports only a network that has been called
     with tempfile.TemporaryDirectory(prefix=".onnx-export.") as tmp, warnings.catch_warnings():
         warnings.simplefilter("ignore", FutureWarning)  # Keras' numpy-2 patch of tf2onnx probes np.object

@@ -32,6 +32,7 @@ from realbogus.models.simple import build_simple
 __all__ = [
     "BUILDERS",
     "build_model",
+    "float32_copy",
     "load_model",
     "split_model",
     "flops_per_sample",
@@ -144,3 +145,33 @@ def flops_per_sample(model: keras.Model) -> int:
     options = option_builder.ProfileOptionBuilder.float_operation()
     options["output"] = "none"
     return int(model_analyzer.profile(graph, options=options).total_float_ops)
+
+
+def _float32_policies(node):
+    """A serialised Keras config with every mixed/reduced dtype policy replaced by float32."""
+    if isinstance(node, dict):
+        if node.get("class_name") in ("DTypePolicy", "DTypePolicyMap") or "policy" in str(node.get("class_name", "")).lower():
+            cfg = node.get("config") or {}
+            if isinstance(cfg.get("name"), str) and cfg["name"] != "float32":
+                return {**node, "config": {**cfg, "name": "float32"}}
+        return {k: _float32_policies(v) for k, v in node.items()}
+    if isinstance(node, list):
+        return [_float32_policies(v) for v in node]
+    if node in ("mixed_bfloat16", "bfloat16", "mixed_float16", "float16"):
+        return "float32"
+    return node
+
+
+def float32_copy(network: keras.Model) -> keras.Model:
+    """``network`` computing in float32 throughout, with the same weights.
+
+    A network trained under ``trainer.precision=mixed_bfloat16`` keeps that dtype policy in its
+    layers when saved; exporters that know no bfloat16 (ONNX) and float32 references need a
+    float32 copy. A float32 network is returned as it is.
+    """
+    if all(getattr(layer, "compute_dtype", "float32") == "float32" for layer in network._flatten_layers()):
+        return network
+    config = _float32_policies(keras.saving.serialize_keras_object(network))
+    copy = keras.saving.deserialize_keras_object(config)
+    copy.set_weights(network.get_weights())
+    return copy
