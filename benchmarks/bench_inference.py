@@ -55,7 +55,7 @@ import tempfile
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import realbogus  # noqa: E402,F401  (before TensorFlow: keeps its start-up messages quiet)
 
 import numpy as np
 

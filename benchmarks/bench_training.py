@@ -14,7 +14,7 @@ import argparse
 import os
 import time
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+import realbogus  # noqa: E402,F401  (before TensorFlow: keeps its start-up messages quiet)
 
 import numpy as np
 

@@ -51,8 +51,6 @@ import sys
 import time
 from pathlib import Path
 
-os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
-
 import hydra
 import numpy as np
 from hydra.core.config_store import ConfigStore

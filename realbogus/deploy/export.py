@@ -565,7 +565,6 @@ def _run(argv=None) -> Path:
 
 
 def main(argv=None) -> None:
-    os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
     _run(argv)
 
 
