@@ -338,3 +338,41 @@ def test_command_config_writes_into_the_run_folder(tmp_path, run_dir, capsys):
     with pytest.raises(SystemExit) as exit_info:
         realdata(cfg)
     assert exit_info.value.code == 2 and "orient='maybe' must be true or false" in capsys.readouterr().err
+
+
+def test_several_models_side_by_side(tmp_path, run_dir, network, capsys):
+    """Each model gets its own check folder; comparison.csv holds each one's own numbers."""
+    import csv
+
+    import keras
+    from hydra import compose, initialize
+
+    from realbogus.models import build_model
+    from realbogus.realdata import realdata
+
+    keras.utils.set_random_seed(5)
+    other = tmp_path / "other"
+    other.mkdir()
+    build_model({"name": "simple"}).save(other / "model.keras")
+    synthetic_alerts(tmp_path / "alerts.npz", seed=2)
+    out = tmp_path / "side"
+    with initialize(version_base="1.3", config_path=None):
+        cfg = compose(config_name="realdata_command",
+                      overrides=[f"model=[{run_dir},{other}]", "labels=[a,b]", f"input={tmp_path / 'alerts.npz'}",
+                                 f"out={out}", "n_bootstrap=20"])
+    summaries = realdata(cfg)
+    with open(out / "comparison.csv") as fh:
+        rows = list(csv.DictReader(fh))
+    assert [r["label"] for r in rows] == ["a", "b"]
+    for r in rows:
+        check = json.loads((out / r["label"] / CHECK_FILE).read_text())
+        assert float(r["auc"]) == pytest.approx(check["auc"]) == pytest.approx(summaries[r["label"]]["auc"])
+        assert float(r["reals_scored_real"]) == pytest.approx(check["reals_scored_real"]["fraction"])
+    assert rows[0]["auc"] != rows[1]["auc"]  # two different networks
+    assert "| a (`" in (out / "comparison.md").read_text()
+    with initialize(version_base="1.3", config_path=None):
+        cfg = compose(config_name="realdata_command", overrides=[f"model=[{run_dir},{other}]", "labels=[a]",
+                                                                 f"out={out}"])
+    with pytest.raises(SystemExit):
+        realdata(cfg)
+    assert "one distinct label per model" in capsys.readouterr().err
