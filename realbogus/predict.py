@@ -422,7 +422,7 @@ def predict_file(
         blocks = src.iter_blocks(block_rows, nan_policy, max_masked_fraction)
         first = next(blocks)  # fails fast on a bad first block, before TensorFlow starts
 
-        from tqdm.auto import tqdm
+        from realbogus.progress import progress_bar
 
         from realbogus.deploy.inference import prefetch
         from realbogus.evaluation.scoring import scores_from_logits
@@ -446,7 +446,7 @@ def predict_file(
         logits = np.empty((src.n, 2), np.float32)
         n_masked = np.zeros(src.n, np.int16) if nan_policy == "fill" else None
         done = 0
-        with tqdm(total=src.n, unit="stamp", desc=f"scoring {Path(input).name}", disable=not progress,
+        with progress_bar(total=src.n, unit="stamp", desc=f"scoring {Path(input).name}", disable=not progress,
                   dynamic_ncols=True, file=sys.stderr) as bar:
             for images, cols in prefetch(itertools.chain([first], blocks)):
                 k = images.shape[0]

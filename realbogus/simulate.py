@@ -74,9 +74,9 @@ def run(cfg: DictConfig) -> dict:
             total = sim[split]["n_real"] + sim[split]["n_bogus"]
             bar = None
             if cfg.get("progress", True):
-                from tqdm import tqdm
+                from realbogus.progress import progress_bar
 
-                bar = tqdm(total=total, desc=f"simulate {split}", unit="triplet", unit_scale=True)
+                bar = progress_bar(total=total, desc=f"simulate {split}", unit="triplet", unit_scale=True)
             t0 = time.perf_counter()
             try:
                 simulate_split(sim, split, path, overwrite=True, workers=workers,

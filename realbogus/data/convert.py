@@ -87,7 +87,7 @@ def convert(
             "input": str(input), "output": str(output), "layout": layout, "split": split,
             "nan_policy": nan_policy, "max_masked_fraction": float(max_masked_fraction),
         }))
-    from tqdm import tqdm
+    from realbogus.progress import progress_bar
 
     counts = {"real": 0, "bogus": 0, "unlabelled": 0}
     with open_stamps(input, layout=layout, split=split) as src:
@@ -104,7 +104,7 @@ def convert(
             "nan_policy": nan_policy,
         }
         attrs.update(src.attrs)
-        bar = tqdm(total=src.n, unit="stamp", disable=not progress, desc=f"convert {Path(input).name}")
+        bar = progress_bar(total=src.n, unit="stamp", disable=not progress, desc=f"convert {Path(input).name}")
         # Small inputs get small chunks: HDF5 allocates whole chunks even for a few rows.
         chunk_rows = int(min(512, max(16, src.n)))
         with DatasetWriter(output, attrs=attrs, chunk_rows=chunk_rows, with_true_label="true_label" in columns,

@@ -84,7 +84,7 @@ def score_dataset(
         If the file is missing or invalid, a row index is out of range, or the model's output
         is not (N, 2).
     """
-    from tqdm.auto import tqdm
+    from realbogus.progress import progress_bar
 
     batch_size = int(batch_size)
     if batch_size < 1:
@@ -110,7 +110,7 @@ def score_dataset(
         logits = np.empty((index.size, 2), np.float64)
         predict = _predict_fn(model, min(batch_size, max(index.size, 1)))
         done = 0
-        with tqdm(total=index.size, unit="stamp", desc=f"scoring {ds.path.name}", disable=not progress,
+        with progress_bar(total=index.size, unit="stamp", desc=f"scoring {ds.path.name}", disable=not progress,
                   dynamic_ncols=True, leave=False) as bar:
             blocks = ds.iter_blocks(batch_size, rows=None if rows is None else index)
             for idx, stamps in blocks:

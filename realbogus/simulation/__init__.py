@@ -147,9 +147,9 @@ def ensure_dataset(data_cfg, overwrite: bool = False, workers: int | None = None
         total = sim[split]["n_real"] + sim[split]["n_bogus"]
         bar = None
         if progress:
-            from tqdm import tqdm
+            from realbogus.progress import progress_bar
 
-            bar = tqdm(total=total, desc=f"simulate {split}", unit="triplet", unit_scale=True)
+            bar = progress_bar(total=total, desc=f"simulate {split}", unit="triplet", unit_scale=True)
         try:
             stats = simulate_split(sim, split, path, overwrite=True, workers=workers,
                                    progress=bar.update if bar else None, config_text=config_text)
