@@ -9,6 +9,7 @@ it through this class::
     run_state.json            {"status": running | interrupted | failed | done, "reason": ..., ...}
     .lock                     exclusive lock held by the process working in the folder (its pid)
     train.log                 everything the run printed, appended session after session
+    .hydra/overrides.yaml     the command-line overrides of the latest session (written by Hydra)
     checkpoint/state.json     epochs finished, early-stopping state, names of the weight files
     checkpoint/*.weights.h5   the weights (with optimizer state) it names
     history.csv, tensorboard/ per-epoch losses and metrics
@@ -148,6 +149,8 @@ class RunDir:
     PREDICTIONS = "predictions.csv"
     VALIDATION_PREDICTIONS = "validation_predictions.csv"
     METRICS = "metrics.json"
+    #: Hydra's record of the latest session's command-line overrides (hydra.output_subdir/overrides.yaml).
+    HYDRA_OVERRIDES = ".hydra/overrides.yaml"
     #: What a run that never reached its first checkpoint may leave behind (removed on a fresh start).
     TRAINING_OUTPUTS = (CHECKPOINT, HISTORY, TENSORBOARD, METRICS, MODEL, PREDICTIONS, VALIDATION_PREDICTIONS)
 
@@ -177,7 +180,7 @@ class RunDir:
 
     def checkpoint_state(self) -> dict:
         """The training state saved with the last checkpoint (fresh when there is none)."""
-        from realbogus.training.checkpoint import load_state
+        from realbogus.training.state import load_state
 
         return load_state(self.checkpoint_dir)
 
@@ -192,6 +195,19 @@ class RunDir:
         from omegaconf import OmegaConf
 
         return fill_added_keys(OmegaConf.to_container(OmegaConf.load(self.config_path), resolve=True))
+
+    def overrides(self) -> list[str] | None:
+        """The command-line overrides of the run's latest ``python -m realbogus.train`` session, as
+        Hydra recorded them (``.hydra/overrides.yaml``), or None when there is no such record (a run
+        trained in-process, or ``hydra.output_subdir=null``). Hydra writes the record before the
+        run's own code runs, so a session refused by :meth:`resume_decision` replaces it too."""
+        import yaml
+
+        try:
+            found = yaml.safe_load((self.path / self.HYDRA_OVERRIDES).read_text())
+        except (OSError, yaml.YAMLError):
+            return None
+        return [str(o) for o in found] if isinstance(found, list) else None
 
     def status(self, epochs: int | None = None) -> str:
         """One of :data:`STATUSES`. ``done`` needs the evaluation on disk and, when ``epochs`` is

@@ -86,6 +86,9 @@ def _pipeline(cfg: DictConfig, run) -> dict:
     rows, labels = select_training_rows(subset, train_path, rows, labels)
     fit_pos, val_pos = split_train_validation(labels, float(tr.validation_fraction), seed)
     fit_rows, val_rows = rows[fit_pos], rows[val_pos]
+    # the steps per epoch are known now: recorded while the run trains, so that a table of runs in
+    # progress (python -m realbogus.compare) can count their steps
+    run.write_state("running", pid=os.getpid(), steps_per_epoch=steps_per_epoch(tr, fit_rows.size))
     # fit
     model = fit_network(FitSpec.from_config(cfg), train_path, fit_rows, labels[fit_pos], val_rows,
                         labels[val_pos], run)

@@ -13,11 +13,11 @@ The weight files of an epoch are written first, under names no earlier state use
 ``state.json`` is then replaced atomically: it is the commit point. A process killed at any
 moment leaves a ``state.json`` whose files are complete and belong to it, so a rerun restarts from
 exactly the state an uninterrupted run had after that epoch. Files no state names are removed.
+:func:`load_state` reads the state back (from :mod:`realbogus.training.state`, which needs no Keras).
 """
 
 from __future__ import annotations
 
-import json
 import math
 from pathlib import Path
 
@@ -25,27 +25,9 @@ import keras
 
 from realbogus.faults import fault_point
 from realbogus.io import atomic_path, save_json
+from realbogus.training.state import STATE_FILE, load_state
 
 __all__ = ["RunCheckpoint", "load_state", "last_weights", "best_weights"]
-
-_FRESH = {"epoch": 0, "best": None, "best_epoch": None, "wait": 0, "stopped": False,
-          "last_file": None, "best_file": None, "precision": None}
-
-
-def load_state(checkpoint_dir: str | Path) -> dict:
-    """Return the saved training state, or a fresh one when there is none."""
-    path = Path(checkpoint_dir) / "state.json"
-    try:
-        with open(path) as fh:
-            state = json.load(fh)
-    except FileNotFoundError:
-        return dict(_FRESH)
-    # Checkpoints from before the per-epoch file names used fixed names.
-    if state.get("epoch", 0) > 0:
-        state.setdefault("last_file", "last.weights.h5")
-        state.setdefault("best_file", "best.weights.h5" if state.get("best_epoch") else None)
-    return {**_FRESH, **state}
-
 
 def last_weights(checkpoint_dir: str | Path) -> Path | None:
     """The weight file of the last finished epoch, or None before the first."""
@@ -114,9 +96,9 @@ class RunCheckpoint(keras.callbacks.Callback):
             state["stopped"] = True
             self.model.stop_training = True
         fault_point("checkpoint")
-        save_json(self.dir / "state.json", state)  # the commit point
+        save_json(self.dir / STATE_FILE, state)  # the commit point
         self.state = state
-        keep = {"state.json", state["last_file"], state["best_file"]}
+        keep = {STATE_FILE, state["last_file"], state["best_file"]}
         for f in self.dir.iterdir():
             if f.name not in keep and f.name.endswith(".weights.h5"):
                 f.unlink(missing_ok=True)
