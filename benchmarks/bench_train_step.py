@@ -2,7 +2,8 @@
 
     python benchmarks/bench_train_step.py [--model complex] [--loss ce_ech_vat] [--batch 256]
                                           [--steps 4] [--rounds 2] [--train-epochs 2]
-                                          [--variants] [--data-dir DIR]
+                                          [--variants] [--vat-fraction F ...] [--data-dir DIR]
+                                          [--override KEY=VALUE ...]
 
 Variants, timed in one process and interleaved round by round:
 
@@ -15,7 +16,10 @@ Variants, timed in one process and interleaved round by round:
 - ``package, mixed_bfloat16``: the same under ``trainer.precision=mixed_bfloat16`` (bfloat16
   compute, float32 variables; normalisation, FRN/SE statistics, logits and the VAT direction
   search arithmetic stay float32);
-- with ``--variants``: the package step compiled with XLA (``jit_compile=True``).
+- with ``--variants``: the package step compiled with XLA (``jit_compile=True``);
+- with ``--vat-fraction F``: the package step in bfloat16 with VAT's smoothness term on a share
+  ``F`` of each batch (``loss.vat.fraction=F``), the cheaper step; its ratio to the full-batch
+  bfloat16 step is the saving.
 
 Rates are samples/s in the best round (a round is ``--steps`` steps, timed after one more that
 absorbs a ``fit`` call's start-up; other work on a shared machine only slows rounds down, and
@@ -151,8 +155,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=2)
     parser.add_argument("--train-epochs", type=int, default=2, help="epochs of the final-metric training (0: skip)")
     parser.add_argument("--variants", action="store_true", help="also time the XLA-compiled package step")
+    parser.add_argument("--vat-fraction", type=float, action="append", default=[], metavar="F",
+                        help="also time the bfloat16 package step with VAT on this share of the batch (repeatable)")
     parser.add_argument("--data-dir", help="folder with train.h5 and test.h5 to use instead of data=smoke")
+    parser.add_argument("--override", action="append", default=[], metavar="KEY=VALUE",
+                        help="a training config override for every variant, e.g. loss.vat.radius=noise (repeatable)")
     args = parser.parse_args()
+    for f in args.vat_fraction:
+        if not 0.0 < f <= 1.0:
+            parser.error(f"--vat-fraction {f}: must be in (0, 1]")
 
     import keras
     import tensorflow as tf
@@ -163,7 +174,8 @@ def main() -> None:
     from realbogus.simulation import ensure_dataset
 
     data = ["data=hdf5", f"data.dir={args.data_dir}"] if args.data_dir else ["data=smoke"]
-    cfg = compose([f"model={args.model}", f"loss={args.loss}", *data, f"trainer.batch_size={args.batch}"])
+    cfg = compose([f"model={args.model}", f"loss={args.loss}", *data, f"trainer.batch_size={args.batch}",
+                   *args.override])
     train_path, test_path = ensure_dataset(cfg.data, log=None, progress=False)
     with open_dataset(train_path) as ds:
         labels = ds.column("label").astype(np.int32)
@@ -186,11 +198,17 @@ def main() -> None:
         if args.variants:
             out["package, mixed_bfloat16, XLA"] = lambda: Package(cfg, initial, "mixed_bfloat16", train_path, rows,
                                                                   labels, jit_compile=True)
+        for f in args.vat_fraction:
+            part = compose([f"model={args.model}", f"loss={args.loss}", *data, f"trainer.batch_size={args.batch}",
+                            *args.override, f"loss.vat.fraction={f}"])
+            out[f"package, mixed_bfloat16, VAT on {f:g}"] = (
+                lambda part=part: Package(part, initial, "mixed_bfloat16", train_path, rows, labels))
         return out
 
     print("load average at start (1, 5, 15 min): " + ", ".join(f"{v:.2f}" for v in os.getloadavg()))
     print(f"cores: {os.cpu_count()}; TensorFlow {tf.__version__}; {args.model} + {args.loss}, batch {args.batch}, "
-          f"{args.steps} steps x {args.rounds} rounds")
+          f"{args.steps} steps x {args.rounds} rounds" + (f"; overrides {' '.join(args.override)}" if args.override
+                                                         else ""))
     feed = batches()
     next(feed)
     t0 = time.perf_counter()
@@ -210,7 +228,7 @@ def main() -> None:
     rates = {k: args.steps * args.batch / float(np.min(v)) for k, v in times.items()}
     eager, graph = rates["eager, fp32 (baseline)"], rates["tf.function, fp32 (baseline)"]
     for k, r in rates.items():
-        print(f"  {k:32s} {r:8.1f} samples/s   x{r / eager:5.2f} vs eager   x{r / graph:5.2f} vs tf.function",
+        print(f"  {k:36s} {r:8.1f} samples/s   x{r / eager:5.2f} vs eager   x{r / graph:5.2f} vs tf.function",
               flush=True)
     del runners, feeds
 
