@@ -86,6 +86,7 @@ _ADDED_KEY_DEFAULTS: dict[str, object] = {
     "data_subset": {"name": "all", "sensors": None, "n_train": None, "test_sensors": False, "seed": 0,
                     "run_tag": ""},
     "schedule": {"name": "constant", "warmup_steps": 0, "final_fraction": 1.0},
+    "schedule.max_warmup_fraction": 0.3,
     "trainer.augment": False,
     "loss.ech_warmup_steps": 0,
     "loss.vat.radius": "fixed",

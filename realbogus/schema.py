@@ -126,6 +126,7 @@ SCHEMAS: dict[str, dict[str, _Spec]] = {
         "name": _choice("constant", "cosine"),
         "warmup_steps": _int(0, what="a non-negative integer"),
         "final_fraction": _float(0, 1, what=_FRACTION),
+        "max_warmup_fraction": _float(0, 1, what=_FRACTION),
     },
     "loss": {
         "name": _text(),

@@ -108,7 +108,7 @@ def test_a_run_that_failed_before_its_first_checkpoint_does_not_claim_the_folder
 
     # fails inside the fit (after the folder was taken): more warm-up steps than the run has
     with pytest.raises(ConfigError, match="warmup_steps"):
-        train(cfg("schedule=cosine", "schedule.warmup_steps=500"), tmp_path)
+        train(cfg("schedule=cosine", "schedule.warmup_steps=500", "schedule.max_warmup_fraction=1"), tmp_path)
     state = RunDir(tmp_path).state()
     assert state["status"] == "failed" and "warmup_steps" in state["reason"]
     assert RunDir(tmp_path).holder() is None
@@ -231,3 +231,24 @@ def test_no_gpu_probe_error_on_a_machine_without_a_gpu():
     res = subprocess.run([sys.executable, "-c", "import realbogus, tensorflow as tf; tf.config.list_physical_devices()"],
                          env=env, capture_output=True, text=True)
     assert res.returncode == 0 and "cuInit" not in res.stderr and "E0000" not in res.stderr
+
+
+def test_the_cosine_warm_up_is_capped_at_a_share_of_the_planned_steps():
+    from omegaconf import OmegaConf
+
+    from realbogus.training.fit import build_schedule
+
+    def rate(schedule, total, step):
+        return float(build_schedule(OmegaConf.create(schedule), 1.0, total)(step))
+
+    cosine = {"name": "cosine", "warmup_steps": 300, "final_fraction": 0.0, "max_warmup_fraction": 0.3}
+    # a long run warms up over the configured 300 steps: half the peak at step 150, the peak at 300
+    assert rate(cosine, 1056, 150) == pytest.approx(0.5, abs=1e-6)
+    assert rate(cosine, 1056, 300) == pytest.approx(1.0, abs=1e-6)
+    # a 100-step run warms up over its first 30 steps, then decays to 0 at its last step
+    assert rate(cosine, 100, 15) == pytest.approx(0.5, abs=1e-6)
+    assert rate(cosine, 100, 30) == pytest.approx(1.0, abs=1e-6)
+    assert rate(cosine, 100, 100) == pytest.approx(0.0, abs=1e-6)
+    # without the cap a warm-up as long as the run is refused
+    with pytest.raises(ConfigError, match="warmup_steps"):
+        build_schedule(OmegaConf.create({**cosine, "max_warmup_fraction": 1.0}), 1.0, 100)

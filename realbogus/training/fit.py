@@ -59,7 +59,8 @@ def build_trainable(spec: FitSpec):
 def build_schedule(schedule: DictConfig, learning_rate: float, total_steps: int):
     """The learning rate: a float (``constant``) or a Keras schedule over ``total_steps`` steps.
 
-    ``cosine``: linear warm-up from 0 over ``warmup_steps``, then a cosine decay to
+    ``cosine``: linear warm-up from 0 over ``warmup_steps`` (at most ``max_warmup_fraction`` of
+    ``total_steps``, so one setting serves runs of any length), then a cosine decay to
     ``final_fraction`` x the peak rate at the last planned step.
     """
     import keras
@@ -68,7 +69,8 @@ def build_schedule(schedule: DictConfig, learning_rate: float, total_steps: int)
     if name == "constant":
         return float(learning_rate)
     if name == "cosine":
-        warmup = int(schedule.warmup_steps)
+        warmup = min(int(schedule.warmup_steps),
+                     int(float(schedule.get("max_warmup_fraction", 1.0)) * total_steps))
         if warmup >= total_steps:
             raise ConfigError(f"schedule.warmup_steps={warmup} is not below the run's {total_steps} planned steps")
         return keras.optimizers.schedules.CosineDecay(
