@@ -29,7 +29,9 @@ A folder whose run never finished an epoch holds nothing and is reused by any co
 config may continue it only if it differs from ``run_config.yaml`` in :func:`resume_neutral_keys`
 alone: display and scoring settings (:data:`RESULT_NEUTRAL_KEYS`), ``trainer.precision`` (the
 arithmetic, not the experiment) and ``trainer.epochs`` when the learning rate does not depend on
-the planned length of the run. Keys added to the configs after a run was saved are filled with
+the planned length of the run, and the options of a loss term whose weight is 0 (``loss.vat.*``
+with ``lambda_lds: 0``, ``loss.margin`` and ``loss.ech_warmup_steps`` with ``lambda_ech: 0``: the
+term is not computed). Keys added to the configs after a run was saved are filled with
 their defaults by :func:`fill_added_keys` before comparing.
 """
 
@@ -76,6 +78,11 @@ def resume_neutral_keys(cfg: Mapping) -> tuple[str, ...]:
     if str(schedule.get("name", "constant")) == "constant":
         # A constant learning rate does not know the run's length: more epochs extend the run.
         keys += ("trainer.epochs",)
+    loss = (cfg.get("loss") or {}) if isinstance(cfg, Mapping) else {}
+    if float(loss.get("lambda_lds", 1.0) or 0.0) == 0.0:
+        keys += ("loss.vat.",)  # VAT's options, when its term is off (the step does not compute it)
+    if float(loss.get("lambda_ech", 1.0) or 0.0) == 0.0:
+        keys += ("loss.margin", "loss.ech_warmup_steps")
     return keys
 
 

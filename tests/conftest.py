@@ -9,6 +9,8 @@ import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
+# trainer.precision=auto (the default) answers float32 without timing: results independent of the machine
+os.environ.setdefault("REALBOGUS_AUTO_PRECISION", "float32")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

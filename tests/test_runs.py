@@ -252,3 +252,27 @@ def test_the_cosine_warm_up_is_capped_at_a_share_of_the_planned_steps():
     # without the cap a warm-up as long as the run is refused
     with pytest.raises(ConfigError, match="warmup_steps"):
         build_schedule(OmegaConf.create({**cosine, "max_warmup_fraction": 1.0}), 1.0, 100)
+
+
+def test_options_of_a_loss_term_that_is_off_do_not_block_a_resume():
+    from realbogus.rundir import config_diff, resume_neutral_keys
+
+    def loss(**kw):
+        base = {"lambda_ce": 0.1, "lambda_ech": 0.0, "lambda_lds": 0.0, "margin": 0.25, "ech_warmup_steps": 0,
+                "vat": {"radius": "fixed", "xi": 1e-3, "fraction": 1.0}}
+        base.update(kw)
+        return {"schedule": {"name": "cosine"}, "loss": base}
+
+    def blocking(old, new):
+        return [d for d in config_diff(old, new) if not d.startswith(resume_neutral_keys(new))]
+
+    ce = loss()
+    # CE alone: VAT's and ECH's options are not computed, so they may differ
+    assert blocking(ce, loss(vat={"radius": "noise", "xi": 0.1, "fraction": 1.0}, margin=1.0)) == []
+    # with the term on they are the experiment
+    vat_on = loss(lambda_lds=0.1)
+    assert blocking(vat_on, loss(lambda_lds=0.1, vat={"radius": "noise", "xi": 1e-3, "fraction": 1.0})) == [
+        "loss.vat.radius"]
+    assert blocking(loss(lambda_ech=0.1), loss(lambda_ech=0.1, margin=1.0)) == ["loss.margin"]
+    # and a weight itself always is
+    assert blocking(ce, loss(lambda_lds=0.1)) == ["loss.lambda_lds"]

@@ -107,6 +107,7 @@ def test_training_precision_auto_uses_the_shared_cache(monkeypatch, cache_dir, c
 
     import realbogus.training.precision as TP
 
+    monkeypatch.delenv(TP.AUTO_ENV, raising=False)
     spec = OmegaConf.create({"model": {"name": "simple"}, "loss": {"lambda_ce": 1.0},
                              "trainer": {"batch_size": 32}})
     calls: list[str] = []
@@ -195,3 +196,20 @@ def test_cache_dir_redirects_and_restores(tmp_path, cache_dir):
         speed.fastest("k", {}, candidates, announce=None)
         assert (path / "speed.json").is_file()
     assert speed.cache_path() == before and not before.exists()
+
+
+def test_training_precision_auto_can_be_answered_by_the_environment(monkeypatch, cache_dir):
+    from omegaconf import OmegaConf
+
+    import realbogus.training.precision as TP
+    from realbogus.errors import ConfigError
+
+    spec = OmegaConf.create({"model": {"name": "simple"}, "loss": {"lambda_ce": 1.0},
+                             "trainer": {"batch_size": 32}})
+    monkeypatch.setattr(TP, "_step_rate", lambda *a, **k: pytest.fail("auto measured despite the preset"))
+    monkeypatch.setenv(TP.AUTO_ENV, "mixed_bfloat16")
+    assert TP.resolve_precision("auto", spec) == "mixed_bfloat16"
+    assert TP.resolve_precision("float32", spec) == "float32"  # an explicit choice wins
+    monkeypatch.setenv(TP.AUTO_ENV, "float16")
+    with pytest.raises(ConfigError, match="REALBOGUS_AUTO_PRECISION"):
+        TP.resolve_precision("auto", spec)

@@ -8,12 +8,15 @@ precisions on the machine at hand and keeps the faster; the result is cached per
 model, objective and batch size by :func:`realbogus.speed.fastest` (``speed.json`` in
 ``$REALBOGUS_CACHE_DIR``, default ``~/.cache/realbogus``; the same mechanism chooses the scoring
 path of ``predict``). A resumed run keeps the precision it started with (recorded in its
-checkpoint).
+checkpoint). ``$REALBOGUS_AUTO_PRECISION`` (``float32`` or ``mixed_bfloat16``) answers ``auto``
+without measuring: for test suites, whose results must not depend on the machine, and for
+clusters whose answer is known.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 import time
 from pathlib import Path
 from typing import Iterator
@@ -21,9 +24,11 @@ from typing import Iterator
 from realbogus import speed
 from realbogus.errors import ConfigError
 
-__all__ = ["PRECISIONS", "precision_policy", "resolve_precision", "measure_step_rates", "cache_path"]
+__all__ = ["PRECISIONS", "AUTO_ENV", "precision_policy", "resolve_precision", "measure_step_rates", "cache_path"]
 
 PRECISIONS = ("float32", "mixed_bfloat16")
+#: Environment variable naming what ``auto`` resolves to without a measurement.
+AUTO_ENV = "REALBOGUS_AUTO_PRECISION"
 
 
 @contextlib.contextmanager
@@ -93,6 +98,11 @@ def resolve_precision(requested: str, spec) -> str:
         return requested
     if requested != "auto":
         raise ConfigError(f"trainer.precision={requested!r} is not one of {', '.join(PRECISIONS)}, auto")
+    preset = os.environ.get(AUTO_ENV)
+    if preset:
+        if preset not in PRECISIONS:
+            raise ConfigError(f"${AUTO_ENV}={preset!r} is not one of {', '.join(PRECISIONS)}")
+        return preset
     candidates = {name: (lambda name=name: _step_rate(spec, name)) for name in PRECISIONS}
     choice = speed.fastest("trainer.precision", _work(spec), candidates,
                            announce=lambda line: print(line, flush=True))
