@@ -185,7 +185,7 @@ def flat_keys(cfg, prefix=""):
 
 def test_loss_configs_share_their_keys_comment_each_and_build_the_objective():
     configs = loss_configs()
-    assert {"ce_ech_vat", "ce_ech_vat_as_run"} <= set(configs)
+    assert {"ce_ech_vat", "ce_ech_vat_as_written", "ce_ech_vat_as_run"} <= set(configs)
     keys = {name: flat_keys(cfg) for name, (cfg, _) in configs.items()}
     assert all(k == keys["ce"] for k in keys.values()), keys
     for name, (cfg, text) in configs.items():
@@ -194,10 +194,18 @@ def test_loss_configs_share_their_keys_comment_each_and_build_the_objective():
                 assert "#" in line, (name, line)  # a one-line comment on each key
         kwargs = objective_kwargs(cfg)
         assert kwargs["vat_radius"] in ("fixed", "noise") and kwargs["ech_warmup_steps"] >= 0
-    paper, as_run = objective_kwargs(configs["ce_ech_vat"][0]), objective_kwargs(configs["ce_ech_vat_as_run"][0])
+    paper, as_run = objective_kwargs(configs["ce_ech_vat_as_written"][0]), objective_kwargs(configs["ce_ech_vat_as_run"][0])
     # the paper as written, unchanged
     assert (paper["lambda_ce"], paper["lambda_ech"], paper["lambda_lds"]) == (0.1, 1.0, 0.1)
     assert (paper["vat_radius"], paper["vat_eps"], paper["vat_xi"]) == ("fixed", 1.0, 1e-3)
+    # the default, chosen on the validation split: ECH at CE's weight, VAT's radius 1 in S/N
+    chosen = objective_kwargs(configs["ce_ech_vat"][0])
+    assert (chosen["lambda_ce"], chosen["lambda_ech"], chosen["lambda_lds"]) == (0.1, 0.1, 0.1)
+    assert (chosen["vat_radius"], chosen["vat_snr_change"], chosen["vat_xi"]) == ("noise", 1.0, 0.1)
+    # every config switches its terms on at the same weights, so two differ only by their terms
+    for name, (cfg, _) in configs.items():
+        if not name.endswith(("_as_run", "_as_written")):
+            assert cfg["lambda_ech"] in (0.0, 0.1) and cfg["lambda_lds"] in (0.0, 0.1), name
     # what the scripts ran: CE and ECH equal, VAT at weight 1 with a radius of ~0.1 count
     assert (as_run["lambda_ce"], as_run["lambda_ech"], as_run["lambda_lds"]) == (0.1, 0.1, 1.0)
     assert as_run["vat_radius"] == "noise" and as_run["vat_snr_change"] == pytest.approx(0.1 / 115, rel=0.2)
