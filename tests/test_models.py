@@ -236,9 +236,13 @@ def test_filter_response_normalization_with_a_learned_epsilon_matches_numpy(spat
     assert np.max(np.abs(fixed(x).numpy() - expected)) > 0.02
 
 
-def test_frn_options_are_off_by_default_and_add_only_their_own_weights():
-    default = build_model(model_cfg("complex"))
-    assert default.count_params() == 2314022  # the published architecture, unchanged
+def test_frn_options_add_only_their_own_weights():
+    plain = build_model(model_cfg("complex", frn_learned_eps=False))
+    assert plain.count_params() == 2314022  # the published architecture, unchanged
+    default = build_model(model_cfg("complex"))  # the recipe's default learns FRN's epsilon
+    blocks = [layer for layer in split_model(default)[1].layers if isinstance(layer, ResidualBlock)]
+    assert all(b.norm1.learned_epsilon and b.norm2.learned_epsilon and not b.zero_init for b in blocks)
+    assert default.count_params() == 2314022 + sum(2 * b.norm1.gamma.shape[0] for b in blocks)
     learned = build_model(model_cfg("complex", frn_learned_eps=True, frn_spatial="sum", zero_init_residual=True))
     blocks = [layer for layer in split_model(learned)[1].layers if isinstance(layer, ResidualBlock)]
     # each block: an epsilon per channel in its two FRNs, a scale per output channel
