@@ -276,3 +276,7 @@ def test_options_of_a_loss_term_that_is_off_do_not_block_a_resume():
     assert blocking(loss(lambda_ech=0.1), loss(lambda_ech=0.1, margin=1.0)) == ["loss.margin"]
     # and a weight itself always is
     assert blocking(ce, loss(lambda_lds=0.1)) == ["loss.lambda_lds"]
+    # more epochs extend a constant-rate run, but change a cosine run's whole schedule
+    assert blocking({**ce, "trainer": {"epochs": 2}}, {**ce, "trainer": {"epochs": 3}}) == ["trainer.epochs"]
+    constant = {**ce, "schedule": {"name": "constant"}}
+    assert blocking({**constant, "trainer": {"epochs": 2}}, {**constant, "trainer": {"epochs": 3}}) == []

@@ -79,7 +79,10 @@ def test_interrupted_run_resumes_and_finished_run_is_not_retrained(smoke_dir, tm
     from realbogus.training.checkpoint import load_state
     from realbogus.train import train as run_training
 
-    cfg = tiny(compose_train(["model=simple", "loss=ce", "data=smoke"]), smoke_dir)
+    # a constant learning rate does not know the run's length, so more epochs extend the run
+    # (under the default cosine schedule they are another experiment: test_runs.py)
+    cfg = tiny(compose_train(["model=simple", "loss=ce", "data=smoke", "schedule=constant",
+                              "trainer.precision=float32"]), smoke_dir)
     run_training(cfg, tmp_path)
     assert load_state(tmp_path / "checkpoint")["epoch"] == 1
     # Simulate an interruption after epoch 1 of a 2-epoch run: state says running.
