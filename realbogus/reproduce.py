@@ -167,8 +167,6 @@ def train_command(run: Run, progress: str) -> list[str]:
 
 def run_all(cfg: DictConfig, runs: list[Run]) -> list[Run]:
     """Train every unfinished run, one after the other; return those that failed."""
-    from tqdm.auto import tqdm
-
     from realbogus.rundir import RunDir
 
     todo = [r for r in _unique(runs) if not RunDir(r.run_dir).is_done(r.epochs)]
@@ -176,13 +174,13 @@ def run_all(cfg: DictConfig, runs: list[Run]) -> list[Run]:
     print(f"{n_all - len(todo)} of {n_all} runs finished already; {len(todo)} to train")
     failed = []
     logs = Path(cfg.runs_dir) / "logs"
-    bar = tqdm(todo, desc="runs", unit="run", disable=not todo)
-    for run in bar:
-        bar.set_postfix_str(run.run_dir.name)
+    # a line per run, not a bar: each run takes minutes, and the output is usually a log file
+    for k, run in enumerate(todo, 1):
+        print(f"run {k}/{len(todo)}: {run.run_dir.name} (log {logs / (run.run_dir.name + '.log')})", flush=True)
         t0 = time.time()
         code = run_logged(train_command(run, str(cfg.progress)), logs / f"{run.run_dir.name}.log", echo=False)
         status = "done" if code == 0 else f"FAILED (exit {code}; log {logs / (run.run_dir.name + '.log')})"
-        tqdm.write(f"{run.run_dir.name}: {status} in {time.time() - t0:.0f} s")
+        print(f"{run.run_dir.name}: {status} in {time.time() - t0:.0f} s", flush=True)
         if code:
             failed.append(run)
     return failed

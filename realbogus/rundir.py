@@ -93,6 +93,8 @@ _ADDED_KEY_DEFAULTS: dict[str, object] = {
     "data_subset": {"name": "all", "sensors": None, "n_train": None, "test_sensors": False, "seed": 0,
                     "run_tag": ""},
     "schedule": {"name": "constant", "warmup_steps": 0, "final_fraction": 1.0},
+    # 0.3 is today's cap; it reproduces a cosine run saved before the cap existed exactly when that
+    # run's warm-up took at most 30% of its steps (the 1,056-step quick runs warm up over 300)
     "schedule.max_warmup_fraction": 0.3,
     "trainer.augment": False,
     "loss.ech_warmup_steps": 0,
