@@ -161,8 +161,56 @@ def test_ztf_chunks_and_files(ztf, tmp_path):
         assert f.attrs["pixel_scale_arcsec"] == 1.01
         names = list(f.attrs["kind_names"])
         kinds = f["kind"][()]
+        fading = f["fading"][()]
     assert names == list(K.KIND_NAMES) and kinds.max() < len(names)
     assert {K.kind_code("variable_star"), K.kind_code("bright_star_residual")} & set(kinds.tolist())
+    # Fadings are drawn only for the kinds that change (or err) either way.
+    either = np.isin(kinds, [K.kind_code(k) for k in (*K.VARIABLE_KINDS, "variable_star_no_change", "star_core_residual")])
+    assert fading.dtype == np.int8 and fading[either].any() and not fading[~either].any()
+
+
+def test_cameras_without_negative_detections_write_no_fading_column(tmp_path):
+    cfg = resolve_config(SMALL)
+    assert cfg["instrument"]["negative_detections"] is False
+    simulate_split(cfg, "test", tmp_path / "test.h5", workers=1)
+    with h5py.File(tmp_path / "test.h5", "r") as f:
+        assert "fading" not in f
+    with pytest.raises(ConfigError, match="negative_detections"):
+        resolve_config({"instrument": {"negative_detections": "yes"}})
+
+
+def _centre_excess(a):
+    return a[:, 13:16, 13:16].mean(axis=(1, 2)) - np.median(a, axis=(1, 2))
+
+
+@pytest.mark.parametrize("name", K.VARIABLE_KINDS)
+def test_fading_variables_are_stored_as_the_survey_stores_them(name):
+    """With negative detections, half the genuine changes fade: brighter in the reference, and the
+    stored difference negated (reference minus new), so the candidate is positive either way."""
+    cfg = instrument_preset("ztf")
+    out = generate_kind(name, 400, cfg=dict(cfg, background=QUIET), seed=6)
+    fade = out["fading"] == 1
+    assert 0.4 < fade.mean() < 0.6
+    new, ref, diff = (_centre_excess(out["images"][..., i]) for i in range(3))
+    assert np.median((new - ref)[fade]) < 0 < np.median((new - ref)[~fade])
+    assert np.median(diff[fade]) > 0 and np.median(diff[~fade]) > 0
+    assert np.median(out["snr"][fade]) > 5 and np.median(out["snr"][~fade]) > 5
+
+
+def test_star_core_residual_sits_on_the_core_of_a_bright_star_either_sign():
+    out, ref, dist = _star_of("star_core_residual", 400, seed=7)
+    assert np.median(dist) <= 1.0  # the star is at the detection
+    assert np.median(ref.max(axis=(1, 2))) > 20 * np.median(np.abs(ref))  # and bright
+    fade = out["fading"] == 1
+    assert 0.35 < fade.mean() < 0.65  # the errors go either way
+    # The residual is a small fraction of the star: the two images agree to a few per cent.
+    new = out["images"][..., 0] - np.median(out["images"][..., 0], axis=(1, 2), keepdims=True)
+    assert np.median(np.abs(new.sum(axis=(1, 2)) / ref.sum(axis=(1, 2)) - 1)) < 0.2
+    assert np.median(_centre_excess(out["images"][..., 2])) > 0  # stored positive, as detected
+    assert np.median(out["snr"]) > 5 and (out["true_label"] == 0).all()
+    # On the Tomo-e camera (positive detections only) none fade, and no column is written.
+    tomoe = generate_kind("star_core_residual", 100, cfg={"background": QUIET}, seed=7)
+    assert "fading" not in tomoe and np.median(tomoe["snr"]) > 5
 
 
 def test_cmos_only_kinds_are_refused_on_a_ccd_camera():
@@ -204,13 +252,18 @@ def test_masked_regions_lie_beside_the_detection():
     assert np.median(out["snr"]) > 20
 
 
-def test_bright_star_residual_sits_beside_a_bright_star():
-    cfg = instrument_preset("ztf")
-    out = generate_kind("bright_star_residual", 300, cfg=dict(cfg, background=QUIET), seed=2)
+def _star_of(kind: str, n: int, seed: int):
+    """ZTF stamps of ``kind`` on an empty field, their background-subtracted references, and the
+    distance (pixels) from the detection to the reference's brightest pixel."""
+    out = generate_kind(kind, n, cfg=dict(instrument_preset("ztf"), background=QUIET), seed=seed)
     ref = out["images"][..., 1]
     ref = ref - np.median(ref, axis=(1, 2), keepdims=True)
     iy, ix = np.unravel_index(ref.reshape(len(ref), -1).argmax(axis=1), (29, 29))
-    dist = np.hypot(ix - 14, iy - 14)
+    return out, ref, np.hypot(ix - 14, iy - 14)
+
+
+def test_bright_star_residual_sits_beside_a_bright_star():
+    out, ref, dist = _star_of("bright_star_residual", 300, seed=2)
     assert np.median(dist) > 2.0  # the star is not at the detection
     assert np.median(ref.max(axis=(1, 2))) > 20 * np.median(np.abs(ref))  # and it is bright
     assert np.median(out["snr"]) > 5.0

@@ -71,6 +71,7 @@ _KINDS: tuple[tuple[str, int], ...] = (
     ("bright_star_residual", 0),       # 29: detection in the wings, spikes or bleed of a bright star
     ("variable_star", 1),              # 30: genuine brightening of a star (real for ZTF's labels)
     ("nuclear_variable", 1),           # 31: genuine change of a galaxy nucleus (AGN-like)
+    ("star_core_residual", 0),         # 32: subtraction residual on the core of a bright star, either sign
 )
 
 KIND_NAMES: tuple[str, ...] = tuple(name for name, _ in _KINDS)

@@ -249,9 +249,14 @@ def _variable_star_no_change(scene, rows, rng, cfg):
     eps = rng.uniform(0.02, 0.12, n)
     sx = c.cx[rows] + rng.normal(0.0, 0.1, n)
     sy = c.cy[rows] + rng.normal(0.0, 0.1, n)
-    shape = star_residual_shape(scene, rows, sx, sy, scale=1.0 - eps)
-    flux = _unsaturated(scene, rows, scene.amplitude_for_snr(rows, shape, detection_snr(rng, n, "variable_star_no_change", cfg)))
-    scene.add_star(rows, sx, sy, flux, scale=1.0 - eps)
+    snr = detection_snr(rng, n, "variable_star_no_change", cfg)
+    # A reference scaled too faint leaves a positive star; where the camera also detects on the
+    # negated difference, the error goes either way and a too-bright scaling is a "fading".
+    sign = np.where(_tr.fading_rows(scene, rows, rng, cfg), -1.0, 1.0)
+    scale = 1.0 - sign * eps
+    shape = star_residual_shape(scene, rows, sx, sy, scale=scale)
+    flux = _unsaturated(scene, rows, scene.amplitude_for_snr(rows, shape * np.float32(sign)[:, None, None], snr))
+    scene.add_star(rows, sx, sy, flux, scale=scale)
 
 
 def _spikes(x0, y0, angle, sigma, length) -> np.ndarray:
@@ -268,15 +273,30 @@ def _spikes(x0, y0, angle, sigma, length) -> np.ndarray:
 
 
 def _bright_star_residual(scene, rows, rng, cfg):
+    # A bright star with the detection 1.5-6 pixels away: in its wings, a spike, a bleed trail or
+    # the dipole/ring its core leaves.
+    _residual_of_bright_star(scene, rows, rng, cfg, "bright_star_residual", on_core=False)
+
+
+def _star_core_residual(scene, rows, rng, cfg):
+    # The same stars and errors with the detection on the star's core: what a registration,
+    # kernel-width or scaling error leaves where the star is brightest. The errors go either way,
+    # so where the camera also detects on the negated difference half are "fadings".
+    _residual_of_bright_star(scene, rows, rng, cfg, "star_core_residual", on_core=True)
+
+
+def _residual_of_bright_star(scene, rows, rng, cfg, kind: str, on_core: bool):
     n = len(rows)
     c = scene.c
     # A bright star, from a twentieth of to 1.5 times the saturation level (the brighter ones
-    # clip, and on CCDs bleed), with the detection 1.5-6 pixels away: in its wings, a spike, a bleed
-    # trail or the dipole/ring its core leaves.
+    # clip, and on CCDs bleed).
     peak = (c.beta_new[rows] - 1.0) / (np.pi * _alpha(scene, rows) ** 2)
     sat_flux = (c.sat_e[rows] - c.sky_e[rows]) / peak
     flux = _cap_flux(scene, rows, sat_flux * np.exp(rng.uniform(np.log(0.05), np.log(1.5), n)))
-    d = rng.uniform(1.5, 6.0, n)
+    if on_core:
+        d = np.abs(rng.normal(0.0, 0.1, n))  # the detection at the core, to the centroid's precision
+    else:
+        d = rng.uniform(1.5, 6.0, n)
     phi = rng.uniform(0.0, 2 * np.pi, n)
     sx = c.cx[rows] - d * np.cos(phi)
     sy = c.cy[rows] - d * np.sin(phi)
@@ -302,7 +322,9 @@ def _bright_star_residual(scene, rows, rng, cfg):
 
     # The residual is nearly linear in the errors: scale them (by up to 4, either sign) so the
     # detection reaches its drawn S/N, on top of what the image's own matching errors leave.
-    snr = detection_snr(rng, n, "bright_star_residual", cfg)
+    snr = detection_snr(rng, n, kind, cfg)
+    if on_core:  # the errors' sign decides whether the core is left positive or negative
+        snr = snr * np.where(_tr.fading_rows(scene, rows, rng, cfg), -1.0, 1.0)
     norm = flux / np.sqrt(c.var_diff[rows] * scene.psf_norm2[rows])
 
     def stat(lam):
@@ -667,6 +689,7 @@ RENDERERS = {
     "edge_masked": _edge_masked,
     "noise_peak": _noise_peak,
     "bright_star_residual": _bright_star_residual,
+    "star_core_residual": _star_core_residual,
     "asteroid": _asteroid,
     "unreported_transient": _unreported_transient,
     "genuine_variable": _genuine_variable,

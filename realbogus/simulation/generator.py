@@ -63,6 +63,7 @@ __all__ = [
     "SPLITS",
     "SIM_VERSION",
     "EXTRA_FIELDS",
+    "extra_fields",
     "resolve_config",
     "fingerprint",
     "fill_added_keys",
@@ -107,6 +108,7 @@ DEFAULTS: dict = {
         "exposures": [9.0, 6.0],
         "spikes": [0.0, 45.0],
         "masked_fraction": 0.0,
+        "negative_detections": False,
     },
     "conditions": {
         "seeing_median": 3.0,
@@ -166,7 +168,7 @@ DEFAULTS: dict = {
             "variable_star_no_change": 1.5, "cosmic_ray": 0.8, "hot_pixel": 0.7, "warm_pixel": 3.0,
             "column_defect": 1.0, "row_defect": 1.0, "rts_pixel": 2.0, "amp_glow": 2.0,
             "streak": 0.8, "crosstalk_ghost": 0.8, "edge_masked": 1.5, "noise_peak": 8.0,
-            "bright_star_residual": 1.0,
+            "bright_star_residual": 1.0, "star_core_residual": 1.0,
         },
         "noise_peak_snr": "pareto",
         "noise_excess": [0.1, 3.0],
@@ -194,6 +196,9 @@ EXTRA_FIELDS = {
     "snr": "float32",
     "host_offset": "float32",
 }
+#: Extra column of cameras whose pipeline also detects on the negated difference
+#: (``instrument.negative_detections``): 1 where the stored difference is reference minus new.
+FADING_FIELD = {"fading": "int8"}
 #: Parameters that do not change the generated data (left out of the fingerprint).
 _NON_DATA_KEYS = ("workers",)
 #: Parameters added after files were first written: (group, key) -> the value that leaves the
@@ -212,7 +217,7 @@ _ADDED_DEFAULTS = (
     "instrument.gain_scatter", "instrument.read_noise_scatter", "instrument.dark_current",
     "instrument.optics_fwhm", "instrument.exposures", "instrument.spikes", "instrument.masked_fraction",
     "conditions.bad_seeing_range", "bogus.snr_slope.bright_star_residual", "bogus.noise_peak_snr",
-    "bogus.noise_excess",
+    "bogus.noise_excess", "instrument.negative_detections", "bogus.snr_slope.star_core_residual",
 )
 
 
@@ -395,6 +400,9 @@ def _check_instrument(out: dict) -> None:
         raise ConfigError(f"simulation config: instrument.exposures must be two positive times, got {inst['exposures']!r}")
     if len(inst["dark_current"]) != 2 or min(float(v) for v in inst["dark_current"]) < 0:
         raise ConfigError(f"simulation config: instrument.dark_current must be two rates >= 0, got {inst['dark_current']!r}")
+    if not isinstance(inst["negative_detections"], bool):
+        raise ConfigError(f"simulation config: instrument.negative_detections must be true or false, "
+                          f"got {inst['negative_detections']!r}")
     if not 0.0 <= float(inst["masked_fraction"]) <= 1.0:
         raise ConfigError(f"simulation config: instrument.masked_fraction must be in [0, 1], got {inst['masked_fraction']!r}")
     _check_range(out["conditions"]["bad_seeing_range"], "conditions.bad_seeing_range", low=0.0)
@@ -551,6 +559,8 @@ def render(cfg: dict, split: str, kind: np.ndarray, sensor_id: np.ndarray, rng: 
         "snr": snr,
         "host_offset": scene.host_offset,
     }
+    if cfg["instrument"]["negative_detections"]:
+        columns["fading"] = scene.fading.astype(np.int8)
     return images, columns
 
 
@@ -614,8 +624,14 @@ def generate_chunk(cfg: dict, split: str, index: int, plan_row=None) -> dict:
         "sensor_id": sensor.astype(np.int16)[order],
         "kind": kind[order],
     }
-    out.update({k: np.asarray(v)[order].astype(EXTRA_FIELDS.get(k, "float32")) for k, v in cols.items()})
+    fields = extra_fields(cfg)
+    out.update({k: np.asarray(v)[order].astype(fields.get(k, "float32")) for k, v in cols.items()})
     return out
+
+
+def extra_fields(cfg: dict) -> dict:
+    """The extra columns (name -> dtype) of the files a resolved configuration writes."""
+    return EXTRA_FIELDS | (FADING_FIELD if cfg["instrument"]["negative_detections"] else {})
 
 
 def generate_kind(name: str, n: int, cfg=None, seed: int = 0, split: str = "train", sensor_id=None) -> dict:
@@ -647,7 +663,8 @@ def generate_kind(name: str, n: int, cfg=None, seed: int = 0, split: str = "trai
         "sensor_id": sensor.astype(np.int16),
         "kind": kind,
     }
-    out.update({k: np.asarray(v).astype(EXTRA_FIELDS[k] if k in EXTRA_FIELDS else "float32") for k, v in cols.items()})
+    fields = extra_fields(cfg)
+    out.update({k: np.asarray(v).astype(fields.get(k, "float32")) for k, v in cols.items()})
     return out
 
 
@@ -813,7 +830,7 @@ def simulate_split(cfg, split: str, path: str | os.PathLike, overwrite: bool = F
     n_label = np.zeros(2, np.int64)
     n_err = np.zeros(2, np.int64)
     with DatasetWriter(path, attrs=attrs, chunk_rows=256, with_true_label=True,
-                       extra_fields=EXTRA_FIELDS, overwrite=overwrite) as writer:
+                       extra_fields=extra_fields(cfg), overwrite=overwrite) as writer:
         for chunk in _iter_chunks(cfg, split, plan, workers):
             images = chunk.pop("images")
             writer.append(images, **chunk)

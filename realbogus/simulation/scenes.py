@@ -336,6 +336,10 @@ class Scene:
         self.force_snr = np.full(n, np.nan)
         self.mag = np.full(n, np.nan, np.float32)
         self.host_offset = np.full(n, np.nan, np.float32)
+        # Detections on the negated difference (a source fainter in the new image), stored the
+        # way such surveys store them: the difference negated (reference minus new), new and
+        # reference as they are. Set only by renderers of cameras with negative detections.
+        self.fading = np.zeros(n, bool)
         self.psf_c = _psf.moffat(cond.cx, cond.cy, 1.0, cond.fwhm_new, cond.beta_new, cond.q_new, cond.theta)
         self.psf_norm2 = np.einsum("nij,nij->n", self.psf_c, self.psf_c).astype(np.float64)
 
@@ -503,6 +507,8 @@ class Scene:
             new[forced] += bump
             diff[forced] += bump
 
+        if self.fading.any():
+            diff[self.fading] *= -1.0
         diff[saturated] = 0.0
         if self.mask is not None:
             new[self.mask] = 0.0

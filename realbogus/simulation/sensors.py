@@ -203,7 +203,8 @@ _KIND_TILT = {
 #: draws only when some weight is given to them, so mixes without them are drawn exactly as before.
 FIRST_KINDS = sum(KIND_CODES[k] < FIRST_ALERT_KIND for k in TRAIN_BOGUS_KINDS)
 #: Subtraction residuals: more frequent on sensors with a worse PSF.
-_PSF_TILTED = ("psf_mismatch_ring", "dipole_residual", "galaxy_core_residual", "bright_star_residual")
+_PSF_TILTED = ("psf_mismatch_ring", "dipole_residual", "galaxy_core_residual", "bright_star_residual",
+               "star_core_residual")
 
 
 def bogus_mix(sensors: SensorArray, weights: dict, concentration: float, seed: int) -> np.ndarray:

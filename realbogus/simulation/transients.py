@@ -166,6 +166,20 @@ def _quiescent_flux(scene, rows, rng, cfg, mag) -> np.ndarray:
     return mag_to_flux(mag, scene.c.flux_zp[rows]) / contrast
 
 
+def fading_rows(scene, rows, rng, cfg, share: float = 0.5) -> np.ndarray:
+    """Draw which of ``rows`` are fadings, and mark them in ``scene.fading``.
+
+    Only cameras with ``instrument.negative_detections`` detect them (the others draw nothing,
+    so their data stay as before). ``share`` is the chance of a fading: a half for a change or
+    an error that is as likely to go either way.
+    """
+    if not cfg["instrument"]["negative_detections"]:
+        return np.zeros(len(rows), bool)
+    fade = rng.random(len(rows)) < share
+    scene.fading[rows[fade]] = True
+    return fade
+
+
 def _variable_star(scene, rows, rng, cfg):
     n = len(rows)
     c = scene.c
@@ -174,8 +188,11 @@ def _variable_star(scene, rows, rng, cfg):
     sx = c.cx[rows] + rng.normal(0.0, 0.05, n)
     sy = c.cy[rows] + rng.normal(0.0, 0.05, n)
     # The star is in both images, brighter in the new one; its quiescent light is subtracted
-    # with the image's usual matching errors.
-    scene.add_star(rows, sx, sy, base + mag_to_flux(mag, c.flux_zp[rows]), flux_ref=base)
+    # with the image's usual matching errors. Where the camera's pipeline also detects on the
+    # negated difference, half the changes are fadings: brighter in the reference instead.
+    change = mag_to_flux(mag, c.flux_zp[rows])
+    fade = fading_rows(scene, rows, rng, cfg)
+    scene.add_star(rows, sx, sy, base + np.where(fade, 0.0, change), flux_ref=base + np.where(fade, change, 0.0))
     scene.mag[rows] = mag
 
 
@@ -185,9 +202,14 @@ def _nuclear_variable(scene, rows, rng, cfg):
     host = draw_host(rng, n, (14.0, 19.0), concentrated=True, pixel_scale=c.pixel_scale)
     add_host(scene, rows, rng, host, np.abs(rng.normal(0.0, 0.15, n)))
     mag = _change_mags(scene, rows, rng, cfg)
-    # An active nucleus: a point source in both images, brighter in the new one.
-    scene.add_star(rows, c.cx[rows], c.cy[rows], _quiescent_flux(scene, rows, rng, cfg, mag))
-    inject(scene, rows, mag)
+    # An active nucleus: a point source in both images, brighter in the new one (or, where the
+    # camera detects fadings, brighter in the reference for half of them).
+    base = _quiescent_flux(scene, rows, rng, cfg, mag)
+    fade = fading_rows(scene, rows, rng, cfg)
+    scene.add_star(rows, c.cx[rows], c.cy[rows], base,
+                   flux_ref=base + np.where(fade, mag_to_flux(mag, c.flux_zp[rows]), 0.0))
+    inject(scene, rows[~fade], mag[~fade])
+    scene.mag[rows] = mag
 
 
 RENDERERS = {
