@@ -332,7 +332,7 @@ def predict_file(
     split: str | None = None,
     block_rows: int | None = None,
     progress: bool = False,
-    orient: bool = True,
+    orient: bool | str = "auto",
     max_centre_offset: float = 3.0,
     screen: str | os.PathLike | None = None,
     screen_threshold: float | None = None,
@@ -365,7 +365,7 @@ def predict_file(
     """
     from realbogus.data.loaders import NAN_POLICIES
     from realbogus.deploy import thresholds as T
-    from realbogus.deploy.card import VERSION_FIELD, read_card
+    from realbogus.deploy.card import VERSION_FIELD, read_card, resolve_orient
     from realbogus.deploy.inference import PRECISIONS
 
     t_start = time.perf_counter()
@@ -377,8 +377,8 @@ def predict_file(
         raise ConfigError(f"nan_policy={nan_policy!r} is not one of {', '.join(NAN_POLICIES)}")
     if layout not in LAYOUTS:
         raise ConfigError(f"layout={layout!r} is not one of {', '.join(LAYOUTS)}")
-    if not isinstance(orient, (bool, np.bool_)):
-        raise ConfigError(f"orient={orient!r} must be true or false")
+    if not (isinstance(orient, (bool, np.bool_)) or orient == "auto"):
+        raise ConfigError(f"orient={orient!r} must be true, false or auto")
     batch_size = DEFAULT_BATCH_SIZE if batch_size is None else batch_size
     if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
         raise ConfigError(f"batch_size={batch_size!r} must be a positive integer")
@@ -416,7 +416,8 @@ def predict_file(
     if screen_path is not None and screen_path.suffix == ".onnx":
         screen_version = _onnx_metadata(screen_path, batch_size).get(VERSION_FIELD)
 
-    with _open_input(input, layout, split, bool(orient), max_centre_offset) as src:
+    orient = resolve_orient(orient, card)
+    with _open_input(input, layout, split, orient, max_centre_offset) as src:
         if Path(input).resolve() == output.resolve():
             raise DataError(f"{output}: is the input file")
         blocks = src.iter_blocks(block_rows, nan_policy, max_masked_fraction)
@@ -557,7 +558,8 @@ def predict_file(
                                       "card was written")
     if "swapped" in src.columns:
         meta["orientation"] = {"orient": bool(orient), "n_swapped": int(np.count_nonzero(src.columns["swapped"])),
-                               "rule": "isdiffpos false (template - science): science and template exchanged"}
+                               "rule": "isdiffpos false (template - science): science and template exchanged"
+                               if orient else "every alert scored as stored (the model learned fadings so)"}
     meta["total_seconds"] = round(time.perf_counter() - t_start, 3)
     meta = to_jsonable(meta)
 
@@ -584,8 +586,8 @@ def predict(cfg: DictConfig) -> dict:
     if cfg.progress not in ("auto", "bar", "none"):
         raise ConfigError(f"progress={cfg.progress!r} is not one of auto, bar, none")
     progress = cfg.progress == "bar" or (cfg.progress == "auto" and sys.stderr.isatty())
-    if not isinstance(cfg.orient, bool):
-        raise ConfigError(f"orient={cfg.orient!r} must be true or false")
+    if not (isinstance(cfg.orient, bool) or cfg.orient == "auto"):
+        raise ConfigError(f"orient={cfg.orient!r} must be true, false or auto")
 
     def number(key):
         value = cfg[key]

@@ -6,7 +6,8 @@ Examples::
     python -m realbogus.realdata model=experiments/train/quick-simple-ce-s0
     # a .keras file on another alert file, other drb cuts
     python -m realbogus.realdata model=model.keras input=alerts.npz out=check/ drb_real=0.95 drb_bogus=0.05
-    # score isdiffpos=f alerts as stored, without swapping new and ref
+    # score isdiffpos=f alerts as stored, without swapping new and ref (orient=auto, the default,
+    # does so for models trained on stored fadings: instrument.negative_detections)
     python -m realbogus.realdata model=experiments/train/quick-simple-ce-s0 orient=false
     # several models side by side (e.g. trained on the Tomo-e-like and on the ZTF-like camera)
     python -m realbogus.realdata 'model=[experiments/train/quick-complex-ce-s0,experiments/train/ztf-complex-ce-s0]' \
@@ -15,8 +16,10 @@ Examples::
 Scores every alert and compares with ZTF's deep real/bogus score ``drb`` (see
 :mod:`realbogus.evaluation.realdata`): ``ztf_scores.csv``, ``ztf_check.json``,
 ``ztf_check.png``/``.pdf`` and ``ztf_worst.png``/``.pdf`` in the output folder. By default
-(``orient=true``) alerts with ``isdiffpos='f'`` (template minus science) are scored with new and
-ref swapped, as the training data are oriented, and the numbers without the swap are reported too.
+(``orient=auto``) alerts with ``isdiffpos='f'`` (template minus science) are scored with new and
+ref swapped when the model saw brightenings only, and the numbers without the swap are reported
+too; a model trained on fadings stored as the survey stores them (``instrument.negative_detections``)
+scores them as stored.
 With a list of models each is checked into ``out/<label>/`` and ``comparison.csv`` /
 ``comparison.md`` put their numbers side by side, so a model trained for one camera can be read
 against one trained for the camera that took the alerts.
@@ -89,12 +92,13 @@ def realdata(cfg: DictConfig) -> dict:
     """
     from realbogus.evaluation.realdata import DEFAULT_ZTF, check_ztf, format_summary
     from realbogus.io import atomic_write, save_csv_table
+    from realbogus.deploy.card import read_card, resolve_orient
     from realbogus.predict import resolve_model
 
     if OmegaConf.is_missing(cfg, "model") or cfg.model in (None, ""):
         raise ConfigError("model= is required: python -m realbogus.realdata model=RUN_DIR_OR_KERAS [input=ALERTS.npz]")
-    if not isinstance(cfg.orient, bool):
-        raise ConfigError(f"orient={cfg.orient!r} must be true or false")
+    if not (isinstance(cfg.orient, bool) or cfg.orient == "auto"):
+        raise ConfigError(f"orient={cfg.orient!r} must be true, false or auto")
     many = isinstance(cfg.model, ListConfig)
     models = [str(m) for m in cfg.model] if many else [str(cfg.model)]
     labels = [str(x) for x in cfg.get("labels") or []] or [Path(m).name for m in models]
@@ -116,7 +120,7 @@ def realdata(cfg: DictConfig) -> dict:
             score_threshold=float(cfg.score_threshold), asteroid_radius=float(cfg.asteroid_radius),
             n_bootstrap=int(cfg.n_bootstrap), confidence=float(cfg.confidence), seed=int(cfg.seed),
             n_worst=int(cfg.n_worst), batch_size=int(cfg.batch_size), precision=cfg.precision,
-            nan_policy=cfg.nan_policy, title=cfg.title, orient=cfg.orient,
+            nan_policy=cfg.nan_policy, title=cfg.title, orient=resolve_orient(cfg.orient, read_card(model)),
         ))
         if many:
             print(f"== {label} ({model})")

@@ -256,6 +256,34 @@ def test_predict_scores_alerts_with_ids_orientation_and_refusals(tmp_path, tiny_
     assert meta["input_layout"] == "avro" and meta["n_off_centre"] == 1 and meta["orientation"]["n_swapped"] == 1
 
 
+def test_orient_auto_follows_what_the_model_learned(tmp_path, tiny_model):
+    """A model trained on fadings stored as the survey stores them (its card says so) scores
+    them as stored; one that saw brightenings only gets them with science and template exchanged."""
+    import shutil
+
+    from realbogus.deploy.card import embed_card, learned_fading_as_stored, resolve_orient
+    from realbogus.errors import ConfigError
+    from realbogus.predict import predict_file
+
+    stored = {"training": {"config": {"data": {"simulation": {"instrument": {"negative_detections": True}}}}}}
+    assert learned_fading_as_stored(stored) and not learned_fading_as_stored(None)
+    assert resolve_orient("auto", stored) is False and resolve_orient("auto", {}) is True
+    assert resolve_orient(True, stored) is True
+    with pytest.raises(ConfigError, match="orient"):
+        resolve_orient("sometimes", None)
+    alerts = [{"candid": 1, "objectId": "ZTF01", "images": triplet(seed=12, fading=True), "isdiffpos": "f"}]
+    path = write_alerts(tmp_path / "alerts.avro", alerts)
+    ztf_model = tmp_path / "ztf.keras"
+    shutil.copy(tiny_model, ztf_model)
+    embed_card(ztf_model, stored)
+    for model, swapped in ((tiny_model, "1"), (ztf_model, "0")):
+        out = tmp_path / f"{model.stem}.csv"
+        meta = predict_file(model, path, out, precision="float32", threshold=0.5)
+        with open(out, newline="") as fh:
+            assert [r["swapped"] for r in csv.DictReader(fh)] == [swapped]
+        assert meta["orientation"]["orient"] is (swapped == "1")
+
+
 def test_real_alert_packets(tmp_path, tiny_model):
     if not REAL_ALERTS.is_dir():
         pytest.skip("real alert packets (../shared/data/alerts) not present")

@@ -337,7 +337,7 @@ def test_command_config_writes_into_the_run_folder(tmp_path, run_dir, capsys):
         cfg = compose(config_name="realdata_command", overrides=[f"model={run_dir}", "orient=maybe"])
     with pytest.raises(SystemExit) as exit_info:
         realdata(cfg)
-    assert exit_info.value.code == 2 and "orient='maybe' must be true or false" in capsys.readouterr().err
+    assert exit_info.value.code == 2 and "orient='maybe' must be true, false or auto" in capsys.readouterr().err
 
 
 def test_several_models_side_by_side(tmp_path, run_dir, network, capsys):

@@ -45,7 +45,7 @@ from typing import Mapping
 
 import numpy as np
 
-from realbogus.errors import DataError
+from realbogus.errors import ConfigError, DataError
 from realbogus.io import atomic_path, save_json, to_jsonable
 from realbogus.rundir import RunDir
 
@@ -61,6 +61,8 @@ __all__ = [
     "embed_card",
     "read_card",
     "write_card",
+    "learned_fading_as_stored",
+    "resolve_orient",
 ]
 
 CARD_FORMAT = "realbogus-model-card/1"
@@ -242,6 +244,7 @@ def build_card(run_dir: str | os.PathLike, calibration: Mapping | None = None, n
                      "no scaling or background subtraction needed",
             "pixel_scale_arcsec": _pixel_scale(data_cfg),
             "masked_pixels": "not accepted (NaN/inf); replace them first, e.g. predict nan_policy=fill",
+            "fading_candidates": _fading_note(config),
         },
         "normalisation": {
             "method": "each stamp and channel min-max scaled to [0, 1] by the network's first layer "
@@ -268,6 +271,14 @@ def build_card(run_dir: str | os.PathLike, calibration: Mapping | None = None, n
         "versions": versions(),
     }
     return to_jsonable(card)
+
+
+def _fading_note(config: Mapping) -> str:
+    if learned_fading_as_stored({"training": {"config": config}}):
+        return ("as the survey stores them: new and reference as they are, the difference negated "
+                "(reference minus new); predict and realdata orient=auto score them so")
+    return ("trained on brightenings only: score a fading candidate with new and reference exchanged "
+            "(predict and realdata orient=auto do)")
 
 
 def embed_card(keras_path: str | os.PathLike, card: Mapping) -> Path:
@@ -318,6 +329,31 @@ def read_card(path: str | os.PathLike) -> dict | None:
         raise DataError(f"{path}: not a .keras archive (not a zip file)") from None
     except ValueError as exc:
         raise DataError(f"{path}: member {CARD_NAME} is not valid JSON ({exc})") from None
+
+
+def learned_fading_as_stored(card: Mapping | None) -> bool:
+    """Whether the model was trained on fading candidates stored as surveys store them.
+
+    True when its training data came from a camera with ``instrument.negative_detections``: the
+    simulator then writes fadings with the difference negated (reference minus new) and new and
+    reference unchanged, as ZTF stores ``isdiffpos='f'`` alerts. Otherwise the model has seen
+    only brightenings, and fading alerts are best scored with science and template exchanged.
+    """
+    try:
+        inst = card["training"]["config"]["data"]["simulation"]["instrument"]
+    except (KeyError, TypeError):
+        return False
+    return bool(isinstance(inst, Mapping) and inst.get("negative_detections") is True)
+
+
+def resolve_orient(orient, card: Mapping | None) -> bool:
+    """``orient`` (true, false or "auto") as a bool: auto exchanges science and template of
+    fading alerts unless the model learned them as stored (:func:`learned_fading_as_stored`)."""
+    if isinstance(orient, str) and orient == "auto":
+        return not learned_fading_as_stored(card)
+    if isinstance(orient, (bool, np.bool_)):
+        return bool(orient)
+    raise ConfigError(f"orient={orient!r} must be true, false or auto")
 
 
 def write_card(run_dir: str | os.PathLike, card: Mapping) -> Path:
