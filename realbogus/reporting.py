@@ -8,6 +8,7 @@ intervals, and what the measured quantities say where it does not hold.
 
 from __future__ import annotations
 
+import csv
 import datetime
 import json
 import math
@@ -719,6 +720,27 @@ def _section_ztf(res, out: list[str], fig: str) -> None:
                 "data do not teach (README, \"What the simulator lacks\").", ""]
 
 
+def _section_ztf_cameras(cfg, out: list[str], fig: str) -> None:
+    """The side-by-side check of models trained on each camera preset, if it has been run."""
+    path = Path(cfg.figures_dir) / "ztf_side_by_side" / "comparison.csv"
+    if not path.is_file():
+        return
+    with open(path, newline="") as fh:
+        rows = list(csv.DictReader(fh))
+    out += ["### A model per camera preset, side by side", "",
+            f"From `{fig}/ztf_side_by_side/comparison.csv`, written by `python -m realbogus.realdata` with a list "
+            "of models (the commands and the simulated-test numbers of each row are in README, \"A model per "
+            "camera, side by side\"). Rows named `ztf_v1_*` were trained on the ZTF preset before it simulated "
+            "fadings and core residuals; fading alerts are scored as each model learned them (`orient=auto`).", "",
+            "| model | run | AUC vs `drb` (95% CI) | reals scored real | bogus scored bogus |",
+            "| --- | --- | ---: | ---: | ---: |"]
+    for r in rows:
+        out.append(f"| {r['label']} | `{r['model']}` | {float(r['auc']):.3f} ({float(r['auc_lo']):.3f}–"
+                   f"{float(r['auc_hi']):.3f}) | {float(r['reals_scored_real']):.2f} | "
+                   f"{float(r['bogus_scored_bogus']):.2f} |")
+    out.append("")
+
+
 def write_report(cfg, res: dict, wall_seconds: float) -> Path:
     """Write the Markdown report of a reproduce run to ``cfg.report``; return its path."""
     report = Path(cfg.report)
@@ -748,6 +770,7 @@ def write_report(cfg, res: dict, wall_seconds: float) -> Path:
     _section_pass_rates(cfg, res, out, fig)
     _section_learning_curves(res, out, fig)
     _section_ztf(res, out, fig)
+    _section_ztf_cameras(cfg, out, fig)
     _section_runs(res, out)
     with atomic_write(report) as fh:
         fh.write("\n".join(out).rstrip() + "\n")

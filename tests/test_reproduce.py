@@ -354,6 +354,23 @@ def test_floor_rows_pass_rates_and_learning_curves_from_run_folders(fake_reprodu
         assert text in report, text
 
 
+def test_report_puts_the_camera_side_by_side_table_in_when_it_exists(tmp_path):
+    from omegaconf import OmegaConf
+
+    from realbogus.reporting import _section_ztf_cameras
+
+    cfg = OmegaConf.create({"figures_dir": str(tmp_path / "figures")})
+    out: list[str] = []
+    _section_ztf_cameras(cfg, out, "figures")
+    assert out == []  # not run: no section
+    (tmp_path / "figures" / "ztf_side_by_side").mkdir(parents=True)
+    (tmp_path / "figures" / "ztf_side_by_side" / "comparison.csv").write_text(
+        "label,model,auc,auc_lo,auc_hi,reals_scored_real,bogus_scored_bogus\n"
+        "ztf_simple,runs/ztf-simple,0.79266988,0.701,0.877,0.7752809,0.66666667\n")
+    _section_ztf_cameras(cfg, out, "figures")
+    assert "| ztf_simple | `runs/ztf-simple` | 0.793 (0.701–0.877) | 0.78 | 0.67 |" in out
+
+
 def test_floor_row_left_out_without_ground_truth(tmp_path, monkeypatch):
     """No simulated data on disk: no floor rows, and the reproduction still draws the rest."""
     from realbogus.reproduce import _floors
