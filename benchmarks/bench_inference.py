@@ -15,6 +15,9 @@ same stamps, it times the complex model's
 - ``onnx fp32`` and ``onnx int8``: exports written by :func:`realbogus.deploy.export.export_onnx`
   (int8: static, calibrated on ``--calibrate`` training stamps), run by ONNX Runtime with every
   graph optimisation and one thread per usable core;
+- ``openvino fp32`` and ``openvino int8``: the same two exports under OpenVINO
+  (:class:`realbogus.deploy.inference.OpenVinoScorer`: fixed batch shape, one stream per core,
+  float32 arithmetic for the float layers), when the ``openvino`` package is installed;
 - ``cascade``: the simple model (ONNX float32) screens every stamp at the threshold keeping
   ``--screen-tpr`` of its validation reals (its run folder's ``validation_predictions.csv``,
   never the test split), the complex model (``--cascade-model``, default int8) scores the rest.
@@ -29,7 +32,8 @@ its cost ratio.
 ``--end-to-end N`` then times whole processes on an N-stamp ``.npy`` file (reading, model
 loading, scoring, writing a CSV): a plain Keras script (``load_model``, ``model.predict``,
 ``np.savetxt``) against ``python -m realbogus.predict`` with the Keras model
-(``precision=auto``), with the float32 and the int8 export, and with the cascade; each is run
+(``precision=auto``), with the float32 and the int8 export (the int8 one under each runtime), and
+with the cascade; each is run
 once on a small file first (warming the ``auto`` cache and the page cache), and the time for
 10^6 stamps is scaled from N.
 
@@ -179,7 +183,8 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--batch", type=int, default=512)
     parser.add_argument("--screen-tpr", type=float, default=0.999)
-    parser.add_argument("--cascade-model", default="onnx int8", choices=["onnx int8", "onnx fp32", "keras auto"])
+    parser.add_argument("--cascade-model", default="onnx int8",
+                        choices=["onnx int8", "onnx fp32", "openvino int8", "openvino fp32", "keras auto"])
     parser.add_argument("--keep", help="folder to keep the ONNX exports in (default: a temporary folder)")
     parser.add_argument("--end-to-end", type=int, default=0, metavar="N",
                         help="also time whole processes (plain Keras script, predict) on N stamps")
@@ -197,7 +202,7 @@ def main() -> None:
     tf.get_logger().setLevel("ERROR")
     from realbogus.deploy.cascade import SCREEN_CEILING, screen_threshold_from_validation
     from realbogus.deploy.export import export_onnx
-    from realbogus.deploy.inference import OnnxScorer, Scorer
+    from realbogus.deploy.inference import OnnxScorer, OpenVinoScorer, Scorer, openvino_available
     from realbogus.evaluation.metrics import auc, fpr_at_tpr
     from realbogus.evaluation.scoring import scores_from_logits
     from realbogus.models import load_model
@@ -240,6 +245,11 @@ def main() -> None:
         onnx8 = OnnxScorer(paths["complex int8"], batch_size=args.batch)
         screen = OnnxScorer(paths["simple fp32"], batch_size=args.batch)
         complex_paths = {"onnx int8": onnx8, "onnx fp32": onnx32, "keras auto": keras_auto}
+        if openvino_available():  # the same exports under OpenVINO (float32 arithmetic for the float layers)
+            complex_paths["openvino int8"] = OpenVinoScorer(paths["complex int8"], batch_size=args.batch)
+            complex_paths["openvino fp32"] = OpenVinoScorer(paths["complex fp32"], batch_size=args.batch)
+        elif args.cascade_model.startswith("openvino"):
+            raise SystemExit("--cascade-model openvino ...: pip install openvino")
         if simple_run is not None:
             thr = screen_threshold_from_validation(simple_run, args.screen_tpr)
             threshold, thr_what = thr["threshold"], (f"{thr['reference']}: keeps {thr['n_real_kept']}/{thr['n_real']} "
@@ -258,6 +268,7 @@ def main() -> None:
             "keras bf16": Scorer(network, batch_size=args.batch, precision="mixed_bfloat16").logits,
             "onnx fp32": onnx32.logits,
             "onnx int8": onnx8.logits,
+            **{name: complex_paths[name].logits for name in ("openvino fp32", "openvino int8") if name in complex_paths},
             f"cascade ({args.cascade_model})": cascade,
             "screen alone (simple onnx fp32)": screen.logits,
             "simple fp32 model.predict": lambda a: simple.predict(a, batch_size=args.batch, verbose=0),
@@ -323,13 +334,13 @@ def main() -> None:
               f"the bogus), {lost} of {(yl == 1).sum()} reals ({lost / max(1, (yl == 1).sum()):.3%}); FPR at TPR 0.9 "
               f"{f_c.fpr:.3g} against {f_ref.fpr:.3g} for the complex model alone ({f_c.fpr - f_ref.fpr:+.2g})")
         r_screen = rates["screen alone (simple onnx fp32)"]
-        r_complex = rates[{"onnx int8": "onnx int8", "onnx fp32": "onnx fp32",
-                           "keras auto": f"keras {'bf16' if keras_auto.precision != 'float32' else 'fp32'}"}[
-            args.cascade_model]]
+        r_complex = rates[{"keras auto": f"keras {'bf16' if keras_auto.precision != 'float32' else 'fp32'}"}.get(
+            args.cascade_model, args.cascade_model)]
         pass_bogus = float(np.mean(passed[yl == 0]))
         night = 1e6 / r_screen + 1e6 * pass_bogus / r_complex
-        print(f"10^6 stamps, scaled from the rates (the baseline: {1e6 / base / 60:.1f} min): onnx int8 "
-              f"{1e6 / rates['onnx int8'] / 60:.1f} min; cascade at these stamps' mix "
+        fastest = max((k for k in rates if k.startswith(("onnx", "openvino"))), key=rates.get)
+        print(f"10^6 stamps, scaled from the rates (the baseline: {1e6 / base / 60:.1f} min): {fastest} "
+              f"{1e6 / rates[fastest] / 60:.1f} min; cascade at these stamps' mix "
               f"{1e6 / rates[f'cascade ({args.cascade_model})'] / 60:.1f} min; cascade on a night of bogus "
               f"(pass rate {pass_bogus:.1%}) about {night / 60:.1f} min")
 
@@ -340,6 +351,7 @@ def main() -> None:
 
 def end_to_end(args, complex_keras: Path, paths: dict, xl: np.ndarray, threshold: float, work: Path) -> None:
     """Whole processes on an N-stamp .npy: the plain Keras script against ``python -m realbogus.predict``."""
+    from realbogus.deploy.inference import openvino_available
     from realbogus.speed import usable_cores
 
     n = int(args.end_to_end)
@@ -365,10 +377,14 @@ def end_to_end(args, complex_keras: Path, paths: dict, xl: np.ndarray, threshold
                                                 str(args.batch)],
         "predict (Keras, precision=auto)": predict(complex_keras),
         "predict (onnx fp32)": predict(paths["complex fp32"]),
-        "predict (onnx int8)": predict(paths["complex int8"]),
-        "predict (cascade, onnx)": predict(paths["complex int8"], f"screen={paths['simple fp32']}",
-                                           f"screen_threshold={threshold!r}"),
+        "predict (onnx int8, onnxruntime)": predict(paths["complex int8"], "runtime=onnxruntime"),
+        "predict (cascade, onnxruntime)": predict(paths["complex int8"], f"screen={paths['simple fp32']}",
+                                                  f"screen_threshold={threshold!r}", "runtime=onnxruntime"),
     }
+    if openvino_available():
+        commands["predict (onnx int8, openvino)"] = predict(paths["complex int8"], "runtime=openvino")
+        commands["predict (cascade, openvino)"] = predict(paths["complex int8"], f"screen={paths['simple fp32']}",
+                                                          f"screen_threshold={threshold!r}", "runtime=openvino")
     print(f"\nend to end, whole processes on a {n:,}-stamp .npy ({n * 29 * 29 * 3 * 4 / 1e9:.2f} GB) -> CSV "
           f"(each run once on {min(n, 1024):,} stamps first):")
     times = {}

@@ -23,12 +23,14 @@ packets (one ``.avro`` file or a directory of them, see :mod:`realbogus.data.ale
 are read and scored block by block, so memory stays bounded whatever the input's size.
 
 Models: a run folder or a ``.keras`` file (TensorFlow), or an ``.onnx`` file written by
-``python -m realbogus.deploy.export``, float32 or int8 (ONNX Runtime only; TensorFlow is not
-imported). ``precision=auto`` times the Keras model in float32 and bfloat16 on this machine and
-keeps the faster; an ONNX model is likewise timed using the cores inside each operator or on
-one batch each (both cached, :mod:`realbogus.speed`). With ``screen=`` a second, cheaper model
-screens every stamp first and only those passing it reach ``model`` (see
-:mod:`realbogus.deploy.cascade`; the output gains ``screen_score`` and ``screened_out``).
+``python -m realbogus.deploy.export``, float32 or int8 (scored by ONNX Runtime or OpenVINO,
+``runtime=``; TensorFlow is not imported). ``precision=auto`` times the Keras model in float32
+and bfloat16 on this machine and keeps the faster; an ONNX model is likewise timed under ONNX
+Runtime and OpenVINO (``runtime=auto``, when ``openvino`` is installed) and, under ONNX
+Runtime, using the cores inside each operator or on one batch each (all cached,
+:mod:`realbogus.speed`). With ``screen=`` a second, cheaper model screens every stamp first and
+only those passing it reach ``model`` (see :mod:`realbogus.deploy.cascade`; the output gains
+``screen_score`` and ``screened_out``).
 
 Output (CSV or HDF5, by suffix), one row per input stamp in input order:
 ``index`` (row in the input), the input's own per-sample columns (identifiers such as
@@ -258,11 +260,12 @@ def _onnx_metadata(model_path: Path, batch_size: int) -> dict:
     return OnnxScorer(model_path, batch_size=batch_size, parallel="threads", optimization="basic").metadata
 
 
-def _onnx_scorer(model_path: Path, batch_size: int):
-    """The session that scores: ``parallel=auto`` times threads against streams on first use."""
-    from realbogus.deploy.inference import OnnxScorer
+def _onnx_scorer(model_path: Path, batch_size: int, runtime: str):
+    """The scorer of an ONNX model: ``runtime=auto`` times ONNX Runtime against OpenVINO (and ONNX
+    Runtime's threads against streams) on first use (:func:`~realbogus.deploy.inference.onnx_scorer`)."""
+    from realbogus.deploy.inference import onnx_scorer
 
-    return OnnxScorer(model_path, batch_size=batch_size)
+    return onnx_scorer(model_path, batch_size=batch_size, runtime=runtime)
 
 
 def _onnx_card(metadata: dict, model_path: Path) -> dict | None:
@@ -276,9 +279,10 @@ def _onnx_card(metadata: dict, model_path: Path) -> dict | None:
         raise DataError(f"{model_path}: its model_card metadata is not valid JSON ({exc})") from None
 
 
-def _measured(scorer) -> dict | None:
-    """What ``auto`` chose for ``scorer`` (Keras: the precision; ONNX: threads or streams) and the rates."""
-    auto = getattr(scorer, "auto", None)
+def _measured(scorer, attribute: str = "auto") -> dict | None:
+    """What ``auto`` chose for ``scorer`` (Keras: the precision; ONNX: threads or streams; with
+    ``attribute="runtime_auto"``: the ONNX runtime) and the rates."""
+    auto = getattr(scorer, attribute, None)
     if auto is None:
         return None
     return {"choice": auto.choice, "samples_per_s": auto.rates, "cached": not auto.measured}
@@ -326,6 +330,7 @@ def predict_file(
     overwrite: bool = False,
     batch_size: int | None = None,
     precision: str = "auto",
+    runtime: str = "auto",
     nan_policy: str = "error",
     max_masked_fraction: float = 0.25,
     layout: str = "auto",
@@ -366,13 +371,14 @@ def predict_file(
     from realbogus.data.loaders import NAN_POLICIES
     from realbogus.deploy import thresholds as T
     from realbogus.deploy.card import VERSION_FIELD, read_card, resolve_orient
-    from realbogus.deploy.inference import PRECISIONS
+    from realbogus.deploy.inference import PRECISIONS, check_runtime
 
     t_start = time.perf_counter()
     request = T.check_request(threshold, target_tpr, bogus_per_night, detections_per_night)
     detections = float(detections_per_night)
     if precision not in PRECISIONS:
         raise ConfigError(f"precision={precision!r} is not one of {', '.join(PRECISIONS)}")
+    check_runtime(runtime)  # a known runtime; openvino only when installed
     if nan_policy not in NAN_POLICIES:
         raise ConfigError(f"nan_policy={nan_policy!r} is not one of {', '.join(NAN_POLICIES)}")
     if layout not in LAYOUTS:
@@ -402,6 +408,8 @@ def predict_file(
         if screen_path.resolve() == model_path.resolve():
             raise ConfigError(f"screen={screen}: is the model itself; the screen is a cheaper model")
         screen_request = _screen_threshold(screen_request, screen_run, screen_path)
+    if runtime != "auto" and not (is_onnx or (screen_path is not None and screen_path.suffix == ".onnx")):
+        raise ConfigError(f"runtime={runtime} applies to .onnx models; {model_path} runs under TensorFlow")
     version = None
     if is_onnx:  # ONNX Runtime starts in a fraction of a second: read the card now
         metadata = _onnx_metadata(model_path, batch_size)
@@ -430,11 +438,11 @@ def predict_file(
 
         # the scorers are built (and, the first time on this machine, timed) once the input is known good
         if is_onnx:
-            scorer = _onnx_scorer(model_path, batch_size)
+            scorer = _onnx_scorer(model_path, batch_size, runtime)
         else:
             scorer, version = _keras_scorer(model_path, card, batch_size, precision)
         if screen_path is not None and screen_path.suffix == ".onnx":
-            screen_scorer = _onnx_scorer(screen_path, batch_size)
+            screen_scorer = _onnx_scorer(screen_path, batch_size, runtime)
         elif screen_path is not None:
             screen_scorer, screen_version = _keras_scorer(screen_path, read_card(screen_path), batch_size, precision)
         cascade = None
@@ -525,6 +533,8 @@ def predict_file(
         "n_candidates": None if candidate is None else int(candidate.sum()),
         "n_off_centre": int(off_centre.sum()) if "off_centre" in src.columns else None,
         "precision": scorer.precision,
+        "runtime": getattr(scorer, "runtime", "keras"),
+        "runtime_auto_measured": _measured(scorer, "runtime_auto"),
         "onnx_session": f"{scorer.parallel}/{scorer.optimization}" if is_onnx else None,
         "auto_measured": _measured(scorer),
         "screen": None,
@@ -542,6 +552,7 @@ def predict_file(
         meta["screen"] = {
             "model": str(screen_path), "run_dir": None if screen_run is None else str(screen_run),
             "model_version": screen_version, "precision": screen_scorer.precision,
+            "runtime": getattr(screen_scorer, "runtime", "keras"),
             "auto_measured": _measured(screen_scorer),
             "threshold": screen_request["threshold"],
             "threshold_source": {k: v for k, v in screen_request.items() if k != "threshold"},
@@ -603,12 +614,13 @@ def predict(cfg: DictConfig) -> dict:
     meta = predict_file(
         cfg.model, cfg.input, cfg.output, threshold=number("threshold"), target_tpr=number("target_tpr"),
         bogus_per_night=number("bogus_per_night"), detections_per_night=number("detections_per_night"),
-        overwrite=bool(cfg.overwrite), batch_size=cfg.batch_size, precision=cfg.precision, nan_policy=cfg.nan_policy,
-        max_masked_fraction=cfg.max_masked_fraction, layout=cfg.layout, split=cfg.split, progress=progress,
-        orient=cfg.orient, max_centre_offset=number("max_centre_offset"), screen=cfg.screen,
+        overwrite=bool(cfg.overwrite), batch_size=cfg.batch_size, precision=cfg.precision, runtime=cfg.runtime,
+        nan_policy=cfg.nan_policy, max_masked_fraction=cfg.max_masked_fraction, layout=cfg.layout, split=cfg.split,
+        progress=progress, orient=cfg.orient, max_centre_offset=number("max_centre_offset"), screen=cfg.screen,
         screen_threshold=number("screen_threshold"), screen_tpr=number("screen_tpr"),
     )
-    line = (f"scored {meta['n']:,} stamps ({meta['stamps_per_second']:,.0f}/s, {meta['precision']}, model "
+    runtime = f" under {meta['runtime']}" if meta["model_format"] == "onnx" else ""
+    line = (f"scored {meta['n']:,} stamps ({meta['stamps_per_second']:,.0f}/s, {meta['precision']}{runtime}, model "
             f"{meta['model_version']}) -> {meta['output']}")
     if meta["screen"]:
         line += (f"; screen {Path(meta['screen']['model']).name} at {meta['screen']['threshold']:.4g} screened out "

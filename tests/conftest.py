@@ -11,6 +11,8 @@ os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
 os.environ.setdefault("MPLBACKEND", "Agg")
 # trainer.precision=auto (the default) answers float32 without timing: results independent of the machine
 os.environ.setdefault("REALBOGUS_AUTO_PRECISION", "float32")
+# predict runtime=auto (the default) scores .onnx models with ONNX Runtime without timing it against OpenVINO
+os.environ.setdefault("REALBOGUS_ONNX_RUNTIME", "onnxruntime")
 
 REPO = Path(__file__).resolve().parents[1]
 SHARED_DATA = REPO.parent / "shared" / "data"

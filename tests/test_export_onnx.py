@@ -1,4 +1,4 @@
-"""ONNX export (parity-checked), scoring with ONNX Runtime alone, and the model version."""
+"""ONNX export (parity-checked), scoring with ONNX Runtime or OpenVINO alone, and the model version."""
 
 from __future__ import annotations
 
@@ -11,7 +11,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from realbogus.errors import DataError
+from realbogus.errors import ConfigError, DataError
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "3"}
 TEMPERATURE = 1.7
@@ -116,16 +116,19 @@ def test_onnx_export_refused_when_scores_differ(tmp_path, model_path, monkeypatc
     assert out.read_text() == "keep"
 
 
-def test_predict_with_onnx_never_imports_tensorflow(tmp_path, onnx_path, network):
+@pytest.mark.parametrize("runtime", ["onnxruntime", "openvino"])
+def test_predict_with_onnx_never_imports_tensorflow(tmp_path, onnx_path, network, runtime):
     from realbogus.evaluation.scoring import scores_from_logits
 
+    if runtime == "openvino":
+        pytest.importorskip("openvino")
     x = stamps(20, seed=4)
     np.savez(tmp_path / "cands.npz", images=x, candid=np.arange(20) + 500)
     code = (
         "import json, sys\n"
         "from realbogus.predict import predict_file\n"
         f"meta = predict_file({str(onnx_path)!r}, {str(tmp_path / 'cands.npz')!r}, {str(tmp_path / 's.csv')!r},"
-        " batch_size=8)\n"
+        f" batch_size=8, runtime={runtime!r})\n"
         "json.dump({'tf': 'tensorflow' in sys.modules, 'keras': 'keras' in sys.modules, 'meta': meta}, sys.stdout)\n"
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=ENV, cwd=tmp_path)
@@ -133,13 +136,137 @@ def test_predict_with_onnx_never_imports_tensorflow(tmp_path, onnx_path, network
     result = json.loads(done.stdout)
     assert result["tf"] is False and result["keras"] is False
     meta = result["meta"]
-    assert meta["model_format"] == "onnx" and meta["precision"] == "float32"
+    assert meta["model_format"] == "onnx" and meta["precision"] == "float32" and meta["runtime"] == runtime
     way, level = meta["onnx_session"].split("/")  # the session settings measured fastest here
-    assert way in ("threads", "streams") and level in ("all", "extended")
+    if runtime == "onnxruntime":
+        assert way in ("threads", "streams") and level in ("all", "extended")
+    else:
+        assert (way, level) == ("streams", "openvino")
     data = np.genfromtxt(tmp_path / "s.csv", delimiter=",", names=True, dtype=None, encoding="utf-8")
     np.testing.assert_allclose(data["score"], scores_from_logits(network.predict(x, verbose=0)), atol=1e-5)
     assert set(data["model_version"]) == {meta["model_version"]} and data["candid"][0] == 500
     assert data["calibrated_score"].shape == (20,)  # the temperature travels in the ONNX card
+
+
+# ----------------------------------------------------------------------------- OpenVINO
+def test_openvino_logits_agree_with_onnx_runtime(onnx_path):
+    pytest.importorskip("openvino")
+    from realbogus.deploy.inference import OnnxScorer, OpenVinoScorer
+
+    reference = OnnxScorer(onnx_path, batch_size=64, parallel="threads", optimization="all")
+    scorer = OpenVinoScorer(onnx_path, batch_size=64)
+    assert (scorer.runtime, scorer.parallel, scorer.optimization) == ("openvino", "streams", "openvino")
+    assert scorer.metadata == reference.metadata and scorer.precision == "float32" and scorer.auto is None
+    x = stamps(150, seed=21)  # two full batches and a padded one
+    got = scorer.logits(x)
+    assert got.dtype == np.float32 and got.shape == (150, 2)
+    np.testing.assert_allclose(got, reference.logits(x), rtol=0, atol=1e-4)
+    np.testing.assert_allclose(scorer.scores(x), reference.scores(x), rtol=0, atol=1e-5)
+    np.testing.assert_array_equal(scorer.logits(x[:5]), got[:5])  # a lone short batch: padding changes nothing
+    assert scorer.logits(x[:0]).shape == (0, 2)
+
+
+def test_openvino_scores_an_int8_model(int8_export, network):
+    pytest.importorskip("openvino")
+    from realbogus.deploy.inference import OpenVinoScorer
+    from realbogus.evaluation.scoring import scores_from_logits
+
+    path, _ = int8_export
+    scorer = OpenVinoScorer(path, batch_size=16)
+    assert scorer.precision == "int8"
+    x = stamps(40, seed=12)
+    diff = np.abs(scores_from_logits(scorer.logits(x)) - scores_from_logits(network.predict(x, verbose=0)))
+    assert diff.max() < 0.05 and diff.mean() < 0.02
+
+
+def test_predict_runtime_choice_gives_the_same_scores_and_is_recorded(tmp_path, onnx_path):
+    pytest.importorskip("openvino")
+    from realbogus.predict import predict_file
+
+    x = stamps(100, seed=22)
+    np.save(tmp_path / "night.npy", x)
+    scores, metas = {}, {}
+    for runtime in ("openvino", "onnxruntime", "auto"):  # auto: $REALBOGUS_ONNX_RUNTIME (conftest) answers
+        out = tmp_path / f"{runtime}.csv"
+        metas[runtime] = predict_file(onnx_path, tmp_path / "night.npy", out, batch_size=32, runtime=runtime)
+        scores[runtime] = np.genfromtxt(out, delimiter=",", names=True, dtype=None, encoding="utf-8")["score"]
+    assert metas["openvino"]["runtime"] == "openvino" and metas["openvino"]["onnx_session"] == "streams/openvino"
+    assert metas["onnxruntime"]["runtime"] == "onnxruntime"
+    assert metas["auto"]["runtime"] == os.environ["REALBOGUS_ONNX_RUNTIME"]
+    assert all(meta["runtime_auto_measured"] is None for meta in metas.values())  # nothing timed
+    np.testing.assert_allclose(scores["openvino"], scores["onnxruntime"], rtol=0, atol=1e-4)
+    saved = json.loads((tmp_path / "openvino.csv.meta.json").read_text())
+    assert saved["runtime"] == "openvino"
+
+
+def test_runtime_auto_measures_once_and_remembers(onnx_path, monkeypatch):
+    pytest.importorskip("openvino")
+    from realbogus.deploy.inference import RUNTIME_ENV, onnx_scorer
+
+    monkeypatch.delenv(RUNTIME_ENV, raising=False)
+    first = onnx_scorer(onnx_path, batch_size=16)
+    auto = first.runtime_auto
+    assert auto.measured and set(auto.rates) == {"onnxruntime", "openvino"}
+    assert first.runtime == auto.choice == max(auto.rates, key=auto.rates.get)
+    again = onnx_scorer(onnx_path, batch_size=16)
+    assert again.runtime == first.runtime and not again.runtime_auto.measured  # from the cache
+    monkeypatch.setenv(RUNTIME_ENV, "tensorrt")
+    with pytest.raises(ConfigError, match=RUNTIME_ENV):
+        onnx_scorer(onnx_path, batch_size=16)
+
+
+def test_unknown_or_unavailable_runtime_is_refused(tmp_path, onnx_path, model_path, monkeypatch):
+    import realbogus.speed
+    from realbogus.deploy.inference import RUNTIME_ENV, OnnxScorer, onnx_scorer
+    from realbogus.predict import predict_file
+
+    np.save(tmp_path / "night.npy", stamps(4, seed=1))
+    with pytest.raises(ConfigError, match=r"runtime='tensorrt' is not one of auto, onnxruntime, openvino") as info:
+        predict_file(onnx_path, tmp_path / "night.npy", tmp_path / "s.csv", runtime="tensorrt")
+    assert "\n" not in str(info.value)
+    with pytest.raises(ConfigError, match="applies to .onnx models"):
+        predict_file(model_path, tmp_path / "night.npy", tmp_path / "s.csv", runtime="onnxruntime")
+    done = subprocess.run([sys.executable, "-m", "realbogus.predict", f"model={onnx_path}",
+                           f"input={tmp_path / 'night.npy'}", f"output={tmp_path / 's.csv'}", "runtime=tensorrt"],
+                          capture_output=True, text=True, env=ENV, cwd=tmp_path)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2 and len(lines) == 1 and "runtime='tensorrt' is not one of" in lines[0], done.stderr
+    # without the openvino package: openvino is refused, auto is ONNX Runtime, untimed
+    monkeypatch.setitem(sys.modules, "openvino", None)  # makes `import openvino` raise ImportError
+    with pytest.raises(ConfigError, match="pip install openvino"):
+        predict_file(onnx_path, tmp_path / "night.npy", tmp_path / "s.csv", runtime="openvino")
+    monkeypatch.delenv(RUNTIME_ENV, raising=False)
+    fastest = realbogus.speed.fastest
+
+    def no_runtime_timing(kind, *args, **kwargs):
+        assert kind != "onnx runtime", "runtimes timed without openvino"
+        return fastest(kind, *args, **kwargs)
+
+    monkeypatch.setattr(realbogus.speed, "fastest", no_runtime_timing)
+    scorer = onnx_scorer(onnx_path, batch_size=16, runtime="auto")
+    assert isinstance(scorer, OnnxScorer) and scorer.runtime_auto is None
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["night.npy"]
+
+
+def test_openvino_refuses_what_is_not_a_stamps_to_logits_model(tmp_path):
+    pytest.importorskip("openvino")
+    import onnx
+    from onnx import TensorProto, helper
+
+    from realbogus.deploy.inference import OpenVinoScorer
+
+    (tmp_path / "notes.onnx").write_text("not a model\n")
+    with pytest.raises(DataError, match="notes.onnx: not a loadable ONNX model") as info:
+        OpenVinoScorer(tmp_path / "notes.onnx")
+    assert "\n" not in str(info.value)
+    graph = helper.make_graph([helper.make_node("Identity", ["x"], ["y"])], "g",
+                              [helper.make_tensor_value_info("x", TensorProto.FLOAT, ["batch", 29, 29, 3])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, ["batch", 29, 29, 3])])
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 15)])
+    model.ir_version = 8
+    onnx.save(model, tmp_path / "other.onnx")
+    with pytest.raises(DataError, match="other.onnx: expected input 'stamps' and output 'logits'"):
+        OpenVinoScorer(tmp_path / "other.onnx")
 
 
 def test_model_version_is_stable_across_reloads_and_tracks_content(model_path, network, tmp_path):

@@ -1,4 +1,4 @@
-"""Fast batch inference: Keras paths chosen by measurement, and ONNX Runtime sessions.
+"""Fast batch inference: Keras paths chosen by measurement, and ONNX models under ONNX Runtime or OpenVINO.
 
 What makes scoring fast on a CPU (measured by ``benchmarks/bench_inference.py``):
 
@@ -23,6 +23,13 @@ What makes scoring fast on a CPU (measured by ``benchmarks/bench_inference.py``)
   graph optimisations (constant folding, convolution + activation fusion, int8 kernels for
   the quantised convolutions); the cores used either inside each operator or on one batch
   each, whichever is measured faster here.
+- **OpenVINO** (:class:`OpenVinoScorer`, the same ``.onnx`` exports): the graph compiled for a
+  fixed batch shape and run as several batches in flight (one CPU stream per usable core,
+  ``PERFORMANCE_HINT=THROUGHPUT``), in float32 - OpenVINO's CPU plugin would otherwise compute
+  the float layers in bfloat16 on processors with bf16 instructions, beyond the export's parity
+  check. Whether it or ONNX Runtime is faster for a model is measured on the machine at hand by
+  :func:`onnx_scorer` (``runtime=auto``); ``benchmarks/bench_inference.py`` does not time
+  OpenVINO yet.
 
 XLA compilation (``jit_compile``) was measured slower on CPU for these convolutions and is off
 by default.
@@ -32,6 +39,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import os
 import queue
 import sys
 import threading
@@ -51,12 +59,21 @@ __all__ = [
     "reduced_precision_copy",
     "Scorer",
     "OnnxScorer",
+    "OpenVinoScorer",
+    "RUNTIMES",
+    "RUNTIME_ENV",
+    "check_runtime",
+    "onnx_scorer",
     "prefetch",
 ]
 
 PRECISIONS = ("auto", "float32", "mixed_bfloat16")
 #: Batches (per stream) timed for each candidate precision by ``precision=auto``, after one warm-up.
 AUTO_BATCHES = 2
+#: Runtimes scoring an ``.onnx`` model (:func:`onnx_scorer`).
+RUNTIMES = ("auto", "onnxruntime", "openvino")
+#: Environment variable naming what ``runtime=auto`` resolves to without a measurement.
+RUNTIME_ENV = "REALBOGUS_ONNX_RUNTIME"
 
 
 def resolve_precision(precision: str) -> str:
@@ -78,6 +95,12 @@ def model_content(network) -> str:
         h.update(f"{w.dtype}{w.shape}".encode())
         h.update(w.tobytes())
     return h.hexdigest()[:16]
+
+
+def _file_content(path) -> str:
+    """Sixteen hex digits of the SHA-256 of the file ``path`` (an ONNX model's part of a cache key)."""
+    with open(path, "rb") as fh:
+        return hashlib.sha256(fh.read()).hexdigest()[:16]
 
 
 def _timing_stamps(n: int) -> np.ndarray:
@@ -293,8 +316,14 @@ class OnnxScorer:
         The way the cores are used (``threads`` or ``streams``) and the optimisation level in use.
     auto : realbogus.speed.Choice or None
         Under ``parallel=auto``: the measured (or cached) rates and the choice.
+    runtime : str
+        ``onnxruntime``.
+    runtime_auto : realbogus.speed.Choice or None
+        Set by :func:`onnx_scorer` when ``runtime=auto`` chose between the runtimes.
     """
 
+    runtime = "onnxruntime"
+    runtime_auto = None
     PARALLEL = ("auto", "threads", "streams")
     OPTIMIZATION = ("auto", "all", "extended", "basic")
 
@@ -332,9 +361,7 @@ class OnnxScorer:
                     return _measure_rate(name, lambda x: self._run(built[name], name, x), stamps)
                 return measure
 
-            with open(path, "rb") as fh:
-                content = hashlib.sha256(fh.read()).hexdigest()[:16]
-            work = {"onnx": content, "batch": self.batch_size, "spinning": self._spinning}
+            work = {"onnx": _file_content(path), "batch": self.batch_size, "spinning": self._spinning}
             self.auto = speed.fastest("onnx session", work, {c: candidate(c) for c in candidates},
                                       announce=lambda line: print(line, file=sys.stderr, flush=True))
             choice = self.auto.choice
@@ -403,6 +430,221 @@ class OnnxScorer:
 
         logits = self.logits(stamps).astype(np.float64)
         return expit(logits[:, 1] - logits[:, 0])
+
+
+def _import_openvino():
+    """The ``openvino`` module, or a ConfigError saying how to install it."""
+    try:
+        import openvino
+    except ImportError:
+        raise ConfigError("runtime=openvino needs the openvino package: pip install openvino") from None
+    return openvino
+
+
+def openvino_available() -> bool:
+    """Whether ``import openvino`` works here."""
+    try:
+        _import_openvino()
+    except ConfigError:
+        return False
+    return True
+
+
+class OpenVinoScorer:
+    """Logits of stamp blocks through an exported ONNX model, run by OpenVINO on the CPU.
+
+    Needs ``openvino`` (and ``onnxruntime``, which reads the model's metadata: OpenVINO does not
+    keep ONNX ``metadata_props``); neither TensorFlow nor Keras is imported. The model is the
+    one :class:`OnnxScorer` takes (input ``stamps``, float32 [batch, 29, 29, 3]; output
+    ``logits``, float32 [batch, 2]; float32 or static int8). It is compiled for a fixed batch of
+    ``batch_size`` stamps, with one CPU stream per core (``PERFORMANCE_HINT=THROUGHPUT``), and
+    batches are kept in flight through an :class:`openvino.AsyncInferQueue` of as many requests
+    as the compiled model asks for. A short last batch is padded with zeros to the fixed batch
+    (the padding's logits are dropped): one compiled shape, at the cost of computing up to
+    ``batch_size - 1`` unused stamps per call. Inference runs in float32
+    (``INFERENCE_PRECISION_HINT=f32``): on processors with bf16 instructions OpenVINO would
+    otherwise compute the float layers in bfloat16, beyond the export's parity check.
+
+    Parameters
+    ----------
+    path
+        The ``.onnx`` file.
+    batch_size
+        Stamps per inference request (the compiled batch shape).
+    threads
+        Cores to use, one stream each (default: the cores this process may use).
+
+    Attributes
+    ----------
+    metadata : dict of str
+        The model's ``metadata_props`` (``model_card`` JSON, ``model_version``, ``precision``).
+    precision : str
+        ``float32``, or ``int8`` for a statically quantised export.
+    parallel, optimization : str
+        ``streams`` and ``openvino`` (for the records, alongside :class:`OnnxScorer`'s).
+    streams, requests : int
+        CPU streams of the compiled model and inference requests in the queue.
+    auto : None
+        Nothing is chosen by measurement inside this scorer.
+    runtime : str
+        ``openvino``.
+    runtime_auto : realbogus.speed.Choice or None
+        Set by :func:`onnx_scorer` when ``runtime=auto`` chose between the runtimes.
+
+    Notes
+    -----
+    :meth:`logits` is not meant to be called from several threads at once (one request queue).
+    """
+
+    runtime = "openvino"
+    runtime_auto = None
+
+    def __init__(self, path, batch_size: int = 512, threads: int | None = None):
+        from realbogus.errors import DataError
+        from realbogus.speed import usable_cores
+
+        self.batch_size = int(batch_size)
+        if self.batch_size < 1:
+            raise ConfigError(f"batch_size={batch_size!r} must be a positive integer")
+        ov = _import_openvino()
+        self._path = path
+        self.cores = int(threads or usable_cores())
+        self.auto = None
+        # a plain ONNX Runtime session checks the file and its interface first (one-line DataError)
+        # and reads the metadata, which OpenVINO does not keep
+        self.metadata = OnnxScorer(path, batch_size=self.batch_size, parallel="threads", threads=1,
+                                   optimization="basic").metadata
+        self.precision = self.metadata.get("precision") or "float32"
+        config = {"PERFORMANCE_HINT": "THROUGHPUT", "NUM_STREAMS": self.cores, "INFERENCE_NUM_THREADS": self.cores,
+                  "INFERENCE_PRECISION_HINT": "f32"}
+        try:
+            core = ov.Core()
+            model = core.read_model(str(path))
+            model.reshape({"stamps": [self.batch_size, 29, 29, 3]})
+            compiled = core.compile_model(model, "CPU", config)
+            self._logits = compiled.output("logits")
+        except Exception as exc:  # OpenVINO raises RuntimeError with multi-line C++ traces
+            lines = [line for line in str(exc).splitlines() if line.strip() and not line.startswith("Exception from")]
+            message = lines[0].strip() if lines else type(exc).__name__
+            raise DataError(f"{path}: not loadable by OpenVINO ({message})") from None
+        self.parallel, self.optimization = "streams", "openvino"
+        self.streams = int(compiled.get_property("NUM_STREAMS"))
+        self.requests = max(1, int(compiled.get_property("OPTIMAL_NUMBER_OF_INFER_REQUESTS")))
+        self.compiled = compiled
+        self._queue = ov.AsyncInferQueue(compiled, self.requests)
+        self._queue.set_callback(self._done)
+
+    def _done(self, request, where) -> None:
+        """Copy a finished request's logits into place (runs in an OpenVINO thread)."""
+        out, start, k = where
+        out[start:start + k] = request.get_tensor(self._logits).data[:k]
+
+    def logits(self, stamps: np.ndarray) -> np.ndarray:
+        """float32 (n, 2) logits of float32 (n, 29, 29, 3) stamps."""
+        stamps = np.ascontiguousarray(stamps, dtype=np.float32)
+        n = stamps.shape[0]
+        out = np.empty((n, 2), np.float32)
+        b = self.batch_size
+        for start in range(0, n, b):
+            part = stamps[start:start + b]
+            k = part.shape[0]
+            if k < b:
+                part = np.concatenate([part, np.zeros((b - k, *part.shape[1:]), np.float32)])
+            self._queue.start_async({"stamps": part}, (out, start, k))  # copies the input
+        self._queue.wait_all()
+        return out
+
+    def scores(self, stamps: np.ndarray) -> np.ndarray:
+        """float64 probabilities of real (``sigmoid(logit_real - logit_bogus)``)."""
+        from scipy.special import expit
+
+        logits = self.logits(stamps).astype(np.float64)
+        return expit(logits[:, 1] - logits[:, 0])
+
+
+def check_runtime(runtime: str) -> str:
+    """Check ``runtime`` (one of :data:`RUNTIMES`; ``openvino`` only when the package is installed).
+
+    Raises
+    ------
+    ConfigError
+        An unknown runtime, or ``openvino`` without the package.
+    """
+    if runtime not in RUNTIMES:
+        raise ConfigError(f"runtime={runtime!r} is not one of {', '.join(RUNTIMES)}")
+    if runtime == "openvino":
+        _import_openvino()
+    return runtime
+
+
+def onnx_scorer(path, batch_size: int = 512, runtime: str = "auto", threads: int | None = None):
+    """A scorer of the ``.onnx`` model ``path``: :class:`OnnxScorer` or :class:`OpenVinoScorer`.
+
+    Parameters
+    ----------
+    path
+        The ``.onnx`` file.
+    batch_size
+        Stamps per call (see either scorer).
+    runtime
+        ``onnxruntime``, ``openvino``, or ``auto``: when ``openvino`` can be imported, both are
+        built and timed on :data:`AUTO_BATCHES` batches per core and the faster kept, remembered
+        per processor, usable cores, model file content and batch size
+        (:func:`realbogus.speed.fastest`); without it, ONNX Runtime, untimed.
+        ``$REALBOGUS_ONNX_RUNTIME`` (``onnxruntime`` or ``openvino``) answers ``auto`` without
+        measuring: for test suites, whose results must not depend on the machine, and for
+        machines whose answer is known.
+    threads
+        Cores to use (default: the cores this process may use).
+
+    Returns
+    -------
+    OnnxScorer or OpenVinoScorer
+        With ``runtime`` naming it and, when ``auto`` chose between the runtimes, ``runtime_auto``
+        the measured (or cached) rates and the choice (else None).
+
+    Raises
+    ------
+    ConfigError
+        An unknown runtime (or value of ``$REALBOGUS_ONNX_RUNTIME``), or ``openvino`` without the package.
+    DataError
+        A model that cannot be loaded or lacks input ``stamps`` / output ``logits``.
+    """
+    check_runtime(runtime)
+    preset = os.environ.get(RUNTIME_ENV) if runtime == "auto" else None
+    if preset:
+        if preset not in RUNTIMES[1:]:
+            raise ConfigError(f"${RUNTIME_ENV}={preset!r} is not one of {', '.join(RUNTIMES[1:])}")
+        runtime = check_runtime(preset)
+
+    def build(name: str):
+        if name == "openvino":
+            return OpenVinoScorer(path, batch_size=batch_size, threads=threads)
+        return OnnxScorer(path, batch_size=batch_size, threads=threads)
+
+    if runtime != "auto":
+        return build(runtime)
+    if not openvino_available():
+        return build("onnxruntime")
+    from realbogus import speed
+
+    cores = int(threads or speed.usable_cores())
+    built: dict = {}
+
+    def candidate(name: str):
+        def measure() -> float:
+            built[name] = build(name)
+            stamps = _timing_stamps(int(batch_size) * cores * AUTO_BATCHES)
+            return _measure_rate(name, built[name].logits, stamps)
+        return measure
+
+    work = {"onnx": _file_content(path), "batch": int(batch_size)}
+    choice = speed.fastest("onnx runtime", work, {name: candidate(name) for name in RUNTIMES[1:]},
+                           announce=lambda line: print(line, file=sys.stderr, flush=True))
+    scorer = built.pop(choice.choice, None) or build(choice.choice)
+    built.clear()  # the slower runtime's compiled model and threads go now
+    scorer.runtime_auto = choice
+    return scorer
 
 
 _DONE = object()
