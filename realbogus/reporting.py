@@ -573,6 +573,22 @@ def _section_learning_curves(res, out: list[str], fig: str) -> None:
                                                          (e["fpr_plateau"] or {}).get("verdict"))]
     out += ["", f"{len(still)} of {len(entries)} runs were still improving when they stopped"
             + (": their comparisons measure the training budget as much as the method." if still else "."), ""]
+    cosine = [e for e in still if _schedule_name(e["run_dir"]) == "cosine"]
+    if cosine:
+        out += [f"{len(cosine)} of them ran the cosine schedule, whose learning rate reaches zero at the last "
+                "planned step: their last epoch is the best nearly by construction, so the rule cannot tell a "
+                "finished run from a short one; only the same method trained longer (`trainer.epochs=`) can.", ""]
+
+
+def _schedule_name(run_dir) -> str | None:
+    """The ``schedule.name`` a run folder was trained with (None if its config cannot be read)."""
+    import yaml
+
+    try:
+        with open(RunDir(run_dir).config_path) as fh:
+            return ((yaml.safe_load(fh) or {}).get("schedule") or {}).get("name")
+    except (OSError, yaml.YAMLError, AttributeError):
+        return None
 
 
 def _authors_baseline_lines(cfg, rows) -> list[str]:

@@ -371,6 +371,17 @@ def test_report_puts_the_camera_side_by_side_table_in_when_it_exists(tmp_path):
     assert "| ztf_simple | `runs/ztf-simple` | 0.793 (0.701–0.877) | 0.78 | 0.67 |" in out
 
 
+def test_schedule_name_read_from_the_run_config(tmp_path):
+    from realbogus.reporting import _schedule_name
+    from realbogus.rundir import RunDir
+
+    run = tmp_path / "run"
+    run.mkdir()
+    assert _schedule_name(run) is None  # no config yet
+    RunDir(run).config_path.write_text("schedule:\n  name: cosine\n  warmup_steps: 300\n")
+    assert _schedule_name(run) == "cosine"
+
+
 def test_floor_row_left_out_without_ground_truth(tmp_path, monkeypatch):
     """No simulated data on disk: no floor rows, and the reproduction still draws the rest."""
     from realbogus.reproduce import _floors
