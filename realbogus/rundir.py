@@ -366,7 +366,12 @@ class RunDir:
 
 class _Tee:
     """A text stream that writes to a terminal stream and a log file; carriage-return progress
-    redraws reach the log only as their final line."""
+    redraws reach the log only as their final line.
+
+    Whatever kept a reference to it after its run ended (a logging handler, a library's stored
+    ``sys.stderr``; in a multirun's worker process, the next job) writes to the terminal stream
+    alone once the log is closed, instead of failing that job with "I/O operation on closed file".
+    """
 
     def __init__(self, stream, log):
         self.stream, self.log = stream, log
@@ -376,13 +381,15 @@ class _Tee:
         n = self.stream.write(text)
         buf = self._pending + text
         *lines, self._pending = buf.split("\n")
-        for line in lines:
-            self.log.write(line.rsplit("\r", 1)[-1] + "\n")
+        if not self.log.closed:  # a stream kept past its run (a handler, a worker) still reaches the terminal
+            for line in lines:
+                self.log.write(line.rsplit("\r", 1)[-1] + "\n")
         return n if n is not None else len(text)
 
     def flush(self) -> None:
         self.stream.flush()
-        self.log.flush()
+        if not self.log.closed:
+            self.log.flush()
 
     def isatty(self) -> bool:
         return self.stream.isatty()

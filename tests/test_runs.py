@@ -280,3 +280,28 @@ def test_options_of_a_loss_term_that_is_off_do_not_block_a_resume():
     assert blocking({**ce, "trainer": {"epochs": 2}}, {**ce, "trainer": {"epochs": 3}}) == ["trainer.epochs"]
     constant = {**ce, "schedule": {"name": "constant"}}
     assert blocking({**constant, "trainer": {"epochs": 2}}, {**constant, "trainer": {"epochs": 3}}) == []
+
+
+def test_a_stream_kept_after_its_run_still_writes_to_the_terminal(tmp_path, capsys):
+    """A logging handler (or a worker's next job) holding the run's stdout after the run ended
+    must not fail with "I/O operation on closed file": it reaches the terminal, not the log."""
+    import logging
+
+    run = RunDir(tmp_path / "run")
+    with run.logging_to_file():
+        kept = sys.stderr
+        handler = logging.StreamHandler(kept)
+        print("inside the run", file=kept)
+    logger = logging.getLogger("realbogus.test_kept_stream")
+    logger.addHandler(handler)
+    logger.propagate = False
+    try:
+        kept.write("after the run\n")  # raised ValueError before the fix
+        kept.flush()
+        logger.warning("a late warning")
+    finally:
+        logger.removeHandler(handler)
+    err = capsys.readouterr().err
+    assert "after the run" in err and "a late warning" in err and "Logging error" not in err
+    log = run.log_path.read_text()
+    assert "inside the run" in log and "after the run" not in log
