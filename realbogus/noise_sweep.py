@@ -16,7 +16,9 @@ finished cell that still falls in the launched grid is reported by the trainer w
 retraining) and an interrupted cell resumes after its last epoch. Writes into ``out_dir``
 (default ``experiments/noise_sweep``): ``results.csv`` (one row per cell), ``summary.csv``
 and ``summary.md`` (mean and spread over seeds per method and rate), ``robustness.png`` /
-``.pdf``, and the multirun's output under ``logs/``.
+``.pdf``, and the multirun's output under ``logs/``. Each finished cell is also copied,
+compactly, into ``archive_dir`` (:mod:`realbogus.evaluation.run_archive`; committed at the quick
+scale), and a cell whose folder is missing is restored from its copy instead of retrained.
 """
 
 from __future__ import annotations
@@ -242,6 +244,25 @@ def aggregate(cfg: DictConfig, cells: list[Cell]) -> dict:
     return {"rows": rows, "summary": summary}
 
 
+def _restore_cells(cfg: DictConfig, cells: list[Cell], archive: Path) -> int:
+    """Restore the cells whose folders are missing from their compact copies in ``archive``."""
+    from realbogus.evaluation.run_archive import is_archive, restore_planned
+
+    n = 0
+    for c in cells:
+        if not is_archive(archive / c.run_dir.name):
+            continue
+        outcome = restore_planned(archive, c.run_dir, c.epochs, compose_train(_cell_overrides(cfg, c.method, c.rate,
+                                                                                              c.seed)))
+        if outcome == "restored":
+            n += 1
+        elif outcome:
+            print(outcome)
+    if n:
+        print(f"restored {n} finished cell(s) from {archive} (predictions and metrics; no weights)")
+    return n
+
+
 @report_errors
 def noise_sweep(cfg: DictConfig) -> dict:
     """Run (unless ``aggregate_only``) and aggregate the sweep; return the aggregated content."""
@@ -249,6 +270,9 @@ def noise_sweep(cfg: DictConfig) -> dict:
     from realbogus.simulation import ensure_dataset
 
     cells = grid_cells(cfg)
+    archive = Path(str(cfg.archive_dir)) if cfg.get("archive_dir") else None
+    if archive is not None:
+        _restore_cells(cfg, cells, archive)
     returncode = 0
     if not cfg.aggregate_only:
         done = {c.run_dir for c in cells if RunDir(c.run_dir).is_done(c.epochs)}
@@ -264,6 +288,12 @@ def noise_sweep(cfg: DictConfig) -> dict:
             # Simulate the data once here, not in parallel runs racing to write the same file.
             ensure_dataset(compose_train(_cell_overrides(cfg, cells[0].method, cells[0].rate, cells[0].seed)).data)
             returncode = _launch(cmd, Path(cfg.out_dir) / "logs")
+    if archive is not None:
+        from realbogus.evaluation.run_archive import archive_if_changed
+
+        written = [p for p in (archive_if_changed(archive, c.run_dir, c.epochs) for c in cells) if p is not None]
+        if written:
+            print(f"archived {len(written)} finished cell(s) in {archive}")
     result = aggregate(cfg, cells)
     if returncode:
         print(f"error: the multirun exited with status {returncode}; finished cells are kept, "

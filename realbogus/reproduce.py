@@ -7,7 +7,11 @@
    other, each an ordinary ``python -m realbogus.train`` in ``<runs_dir>/<run_name>`` with its
    log in ``<runs_dir>/logs/``. Finished runs are reused; an interrupted one resumes. At
    ``scale=quick`` the runs live in ``experiments/train``, so the headline run and the
-   ``experiment=labels_*`` runs a user has already done count.
+   ``experiment=labels_*`` runs a user has already done count. Each finished run is also
+   copied, compactly, into ``archive_dir`` (predictions, curves, config; no weights:
+   :mod:`realbogus.evaluation.run_archive`); a planned run whose folder is missing is restored
+   from its copy instead of retrained, so the committed copies of ``scale=quick`` redraw the
+   report on a fresh clone (``draw_only=true``) and let the runs be finished on another machine.
 2. **sweep**: the label-noise robustness study (``python -m realbogus.noise_sweep`` at the same
    scale), which skips its finished cells.
 3. **draw**: the figures (PNG and PDF) and their numbers (CSV) into ``figures_dir``, all from the
@@ -165,8 +169,51 @@ def train_command(run: Run, progress: str) -> list[str]:
             f"trainer.progress={progress}"]
 
 
+def _archive_dir(cfg: DictConfig) -> Path | None:
+    path = cfg.get("archive_dir")
+    return Path(str(path)) if path else None
+
+
+def restore_archived(cfg: DictConfig, runs: list[Run]) -> list[Run]:
+    """Restore, from ``archive_dir``, each planned run whose folder holds no run; return them.
+
+    An archive is used only if its run is finished for the planned number of epochs and its
+    config is the one the run would train (the resume rule of :mod:`realbogus.rundir`);
+    otherwise the run is trained, and the reason printed.
+    """
+    from realbogus.evaluation.run_archive import restore_planned
+
+    root = _archive_dir(cfg)
+    if root is None:
+        return []
+    restored = []
+    for run in _unique(runs):
+        outcome = restore_planned(root, run.run_dir, run.epochs, compose_train(list(run.overrides)))
+        if outcome == "restored":
+            restored.append(run)
+        elif outcome:
+            print(outcome)
+    if restored:
+        print(f"restored {len(restored)} finished run(s) from {root} (predictions and curves; no weights)")
+    return restored
+
+
+def archive_finished(cfg: DictConfig, runs: list[Run]) -> list[Path]:
+    """Archive every finished run whose archive is missing or older than its predictions."""
+    from realbogus.evaluation.run_archive import archive_if_changed
+
+    root = _archive_dir(cfg)
+    if root is None:
+        return []
+    written = [p for p in (archive_if_changed(root, r.run_dir, r.epochs) for r in _unique(runs)) if p is not None]
+    if written:
+        print(f"archived {len(written)} finished run(s) in {root}")
+    return written
+
+
 def run_all(cfg: DictConfig, runs: list[Run]) -> list[Run]:
-    """Train every unfinished run, one after the other; return those that failed."""
+    """Train every unfinished run, one after the other (archiving each as it finishes); return
+    those that failed."""
     from realbogus.rundir import RunDir
 
     todo = [r for r in _unique(runs) if not RunDir(r.run_dir).is_done(r.epochs)]
@@ -183,6 +230,8 @@ def run_all(cfg: DictConfig, runs: list[Run]) -> list[Run]:
         print(f"{run.run_dir.name}: {status} in {time.time() - t0:.0f} s", flush=True)
         if code:
             failed.append(run)
+        else:
+            archive_finished(cfg, [run])
     return failed
 
 
@@ -508,6 +557,9 @@ def _ztf_check(cfg: DictConfig, runs: list[Run], out: Path) -> dict | None:
     if run is None or not _finished(run):
         print("ztf: the paper's method has no finished run yet; left out")
         return None
+    if not RunDir(run.run_dir).model_path.is_file():
+        print(f"ztf: {run.run_dir} has no model (restored from its archive); real-data check left out")
+        return None
     try:
         from realbogus.evaluation.realdata import check_ztf
     except ImportError:
@@ -696,6 +748,8 @@ def reproduce(cfg: DictConfig) -> dict:
         return {}
     failed: list[Run] = []
     sweep_code = 0
+    restore_archived(cfg, runs)
+    archive_finished(cfg, runs)
     if not cfg.draw_only:
         failed = run_all(cfg, runs)
         if "robustness" in cfg.figures:

@@ -257,3 +257,24 @@ def test_two_cell_sweep_through_submitit_local(smoke_dir, tmp_path):
     assert [r["status"] for r in rows] == ["done", "done"]
     assert list((tmp_path / "runs" / ".submitit").iterdir())
     assert (tmp_path / "robustness.png").exists()
+
+
+def test_a_fresh_clone_restores_the_cells_from_their_archive(sweep, tmp_path):
+    """The compact copies written beside the sweep stand for its cells on a machine without
+    the run folders: nothing is trained and the tables come out the same."""
+    import shutil
+
+    cmd, out, _ = sweep
+    assert sorted(p.name for p in (out / "archive").iterdir()) == sorted(
+        Path(r["run_dir"]).name for r in read_csv(out / "results.csv"))
+    other = tmp_path / "clone"
+    other.mkdir()
+    shutil.copytree(out / "archive", other / "archive")
+    cmd = [c if not c.startswith("out_dir=") else f"out_dir={other}" for c in cmd]
+    proc = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    assert "restored 2 finished cell(s)" in proc.stdout and "nothing to train" in proc.stdout
+    keep = ("method", "noise_rate", "seed", "status", "auc", "fpr_at_tpr_0.9", "label_error_rate")
+    assert [{k: r[k] for k in keep} for r in read_csv(other / "results.csv")] == [
+        {k: r[k] for k in keep} for r in read_csv(out / "results.csv")]
+    assert not (other / "runs" / Path(read_csv(out / "results.csv")[0]["run_dir"]).name / "model.keras").exists()

@@ -17,6 +17,7 @@ from realbogus.data.format import DatasetWriter
 from realbogus.data.subset import select_training_rows, subset_size, sensor_test_rows
 from realbogus.errors import ConfigError
 from realbogus.reporting import verdict
+from realbogus.rundir import RunDir
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -507,3 +508,85 @@ def test_reproduce_killed_while_a_run_trains_reruns_to_the_uninterrupted_bytes(t
     for run in runs:
         for name in ("predictions.csv", "history.csv"):
             assert (killed / "runs" / run.name / name).read_bytes() == (run / name).read_bytes(), (run.name, name)
+
+
+# --------------------------------------------------------------------------------------------
+# compact copies of finished runs (run_archive): a fresh clone redraws the same figures
+
+
+def test_archived_runs_restore_and_redraw_the_same_numbers(fake_reproduction, tmp_path):
+    import shutil
+
+    from realbogus.evaluation.run_archive import archive_size, manifest
+    from realbogus.reproduce import _unique, archive_finished, draw_figures, restore_archived
+
+    cfg, runs, out = fake_reproduction
+    from omegaconf import open_dict
+
+    with open_dict(cfg):
+        cfg.archive_dir = str(tmp_path / "archive")
+    draw_figures(cfg, runs)
+    before = {n: (out / "figures" / n).read_text() for n in ("fig6_summary.csv", "fig7_pass_rates.csv",
+                                                             "fig8_learning_curves.csv")}
+    originals = {r.run_dir: RunDir(r.run_dir).predictions_path.read_bytes() for r in _unique(runs)
+                 if RunDir(r.run_dir).is_done(r.epochs)}
+    written = archive_finished(cfg, runs)
+    assert len(written) == len(originals) > 3
+    assert archive_finished(cfg, runs) == []  # up to date: nothing rewritten
+    assert sum(map(archive_size, written)) < 0.5 * sum(map(len, originals.values()))  # under half the CSVs alone
+    # a fresh clone: the run folders are gone, the archives are there
+    shutil.rmtree(out / "runs")
+    restored = restore_archived(cfg, runs)
+    assert {r.run_dir for r in restored} == set(originals)
+    for run_dir, data in originals.items():
+        assert RunDir(run_dir).predictions_path.read_bytes() == data  # byte for byte
+        assert RunDir(run_dir).state()["restored_from"]
+    assert restore_archived(cfg, runs) == []  # folders hold runs now: nothing overwritten
+    shutil.rmtree(out / "figures")
+    draw_figures(cfg, runs)
+    for name, text in before.items():
+        assert (out / "figures" / name).read_text() == text, name
+    assert manifest(written[0])["format"] == 1
+
+
+def test_an_archive_of_another_config_is_not_restored(fake_reproduction, tmp_path, capsys):
+    import shutil
+
+    from omegaconf import open_dict
+
+    from realbogus.reproduce import _unique, archive_finished, restore_archived
+
+    cfg, runs, out = fake_reproduction
+    with open_dict(cfg):
+        cfg.archive_dir = str(tmp_path / "archive")
+    archive_finished(cfg, runs)
+    victim = next(r for r in _unique(runs) if RunDir(r.run_dir).is_done(r.epochs))
+    path = tmp_path / "archive" / victim.run_dir.name / "run_config.yaml"
+    path.write_text(path.read_text().replace("seed: ", "seed: 9", 1))
+    shutil.rmtree(out / "runs")
+    restored = restore_archived(cfg, runs)
+    assert victim.run_dir not in {r.run_dir for r in restored} and not victim.run_dir.exists()
+    assert "archived with another config" in capsys.readouterr().out
+
+
+def test_a_damaged_archive_is_refused_by_name(tmp_path, smoke_dir):
+    from realbogus.errors import DataError
+    from realbogus.evaluation.report import write_predictions
+    from realbogus.evaluation.run_archive import archive_run, restore_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "run_config.yaml").write_text("seed: 0\n")
+    (run / "run_state.json").write_text('{"status": "done"}')
+    rng = np.random.default_rng(0)
+    write_predictions(run / "predictions.csv", {"score": rng.random(50), "label": rng.integers(0, 2, 50),
+                                                "mag": rng.normal(18, 1, 50), "kind": np.zeros(50, int)})
+    arc = archive_run(run, tmp_path / "arc")
+    (arc / "run_config.yaml").write_text("seed: 1\n")
+    with pytest.raises(DataError, match="run_config.yaml does not restore"):
+        restore_run(arc, tmp_path / "back")
+    assert not (tmp_path / "back").exists()
+    with pytest.raises(DataError, match="not a run archive"):
+        restore_run(tmp_path, tmp_path / "back")
+    with pytest.raises(DataError, match="already holds a run"):
+        restore_run(arc, run)
