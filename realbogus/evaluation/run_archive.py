@@ -34,15 +34,16 @@ import numpy as np
 
 from realbogus.errors import DataError
 from realbogus.io import read_json, save_json
+from realbogus.rundir import RunDir
 
 __all__ = ["FORMAT", "COPIED", "archive_run", "restore_run", "archived_config", "is_archive", "archive_size", "manifest", "file_sha256"]
 
 FORMAT = 1
-#: Files copied as they are, relative to the run folder.
-COPIED = ("run_config.yaml", "run_state.json", "history.csv", "metrics.json", "checkpoint/state.json",
+#: Files copied as they are, relative to the run folder (names from :class:`realbogus.rundir.RunDir`).
+COPIED = (RunDir.CONFIG, RunDir.STATE, RunDir.HISTORY, RunDir.METRICS, f"{RunDir.CHECKPOINT}/state.json",
           "label_error_report.json", "label_noise.json")
 GZIPPED = ("label_errors.csv",)
-PREDICTIONS = "predictions.csv"
+PREDICTIONS = RunDir.PREDICTIONS
 MANIFEST = "ARCHIVE.json"
 
 
@@ -100,7 +101,7 @@ def archive_run(run_dir: str | os.PathLike, dest: str | os.PathLike) -> Path:
     from realbogus.evaluation.report import read_predictions
 
     run_dir, dest = Path(run_dir), Path(dest)
-    for need in ("run_config.yaml", PREDICTIONS):
+    for need in (RunDir.CONFIG, PREDICTIONS):
         if not (run_dir / need).is_file():
             raise DataError(f"{run_dir}: no {need}; only a finished run can be archived")
     tmp = dest.with_name(f".{dest.name}.tmp{os.getpid()}")
@@ -144,7 +145,7 @@ def archived_config(src: str | os.PathLike) -> dict | None:
 
     from realbogus.rundir import fill_added_keys
 
-    path = Path(src) / "run_config.yaml"
+    path = Path(src) / RunDir.CONFIG
     if not path.is_file():
         return None
     return fill_added_keys(OmegaConf.to_container(OmegaConf.load(path), resolve=True))
@@ -167,7 +168,7 @@ def restore_run(src: str | os.PathLike, run_dir: str | os.PathLike) -> Path:
     manifest = read_json(src / MANIFEST)
     if not manifest or manifest.get("format") != FORMAT:
         raise DataError(f"{src}: not a run archive of format {FORMAT} (no readable {MANIFEST})")
-    if (run_dir / "run_state.json").is_file() or (run_dir / "checkpoint").is_dir():
+    if (run_dir / RunDir.STATE).is_file() or (run_dir / RunDir.CHECKPOINT).is_dir():
         raise DataError(f"{run_dir}: already holds a run; restore only into a missing or empty folder")
     files = manifest.get("files", {})
     tmp = run_dir.with_name(f".{run_dir.name}.restore{os.getpid()}")
@@ -189,9 +190,9 @@ def restore_run(src: str | os.PathLike, run_dir: str | os.PathLike) -> Path:
         for name, digest in files.items():
             if not (tmp / name).is_file() or file_sha256(tmp / name) != digest:
                 raise DataError(f"{src}: {name} does not restore to the file that was archived (hash differs)")
-        state = read_json(tmp / "run_state.json") or {"status": "done"}
+        state = read_json(tmp / RunDir.STATE) or {"status": "done"}
         state["restored_from"] = str(src)
-        save_json(tmp / "run_state.json", state)
+        save_json(tmp / RunDir.STATE, state)
         if run_dir.exists():
             leftover = [p.name for p in run_dir.iterdir()]
             if leftover:
@@ -218,7 +219,7 @@ def config_differences(src: str | os.PathLike, planned) -> list[str]:
 
     saved = archived_config(src)
     if saved is None:
-        return ["no run_config.yaml"]
+        return [f"no {RunDir.CONFIG}"]
     new = OmegaConf.to_container(planned, resolve=True) if not isinstance(planned, dict) else planned
     return [d for d in config_diff(saved, fill_added_keys(new)) if not d.startswith(resume_neutral_keys(new))]
 
@@ -230,8 +231,6 @@ def restore_planned(root: str | os.PathLike, run_dir: str | os.PathLike, epochs:
     holds a run); otherwise why the archive was not used (another config, fewer epochs), and the
     run is to be trained. ``planned`` is the run's composed training config.
     """
-    from realbogus.rundir import RunDir
-
     src, folder = Path(root) / Path(run_dir).name, RunDir(run_dir)
     if not is_archive(src) or folder.state() is not None or folder.checkpoint_dir.is_dir():
         return ""
@@ -247,8 +246,6 @@ def restore_planned(root: str | os.PathLike, run_dir: str | os.PathLike, epochs:
 
 def archive_if_changed(root: str | os.PathLike, run_dir: str | os.PathLike, epochs: int | None = None) -> Path | None:
     """Archive finished run ``run_dir`` into ``root/<its name>`` unless that copy is current."""
-    from realbogus.rundir import RunDir
-
     folder = RunDir(run_dir)
     if not folder.is_done(epochs) or not folder.predictions_path.is_file() or not folder.config_path.is_file():
         return None
