@@ -357,45 +357,74 @@ class RunDir:
         self.path.mkdir(parents=True, exist_ok=True)
         with open(self.log_path, "a", buffering=1) as log:
             out, err = sys.stdout, sys.stderr
-            sys.stdout, sys.stderr = _Tee(out, log), _Tee(err, log)
+            sys.stdout, sys.stderr = _Tee(_live(out, sys.__stdout__), log), _Tee(_live(err, sys.__stderr__), log)
             try:
                 yield
             finally:
                 sys.stdout, sys.stderr = out, err
 
 
+def _live(stream, fallback):
+    """``stream``, or ``fallback`` when ``stream`` is closed (None when both are)."""
+    for s in (stream, fallback):
+        if s is not None and not getattr(s, "closed", False):
+            return s
+    return None
+
+
 class _Tee:
     """A text stream that writes to a terminal stream and a log file; carriage-return progress
     redraws reach the log only as their final line.
 
-    Whatever kept a reference to it after its run ended (a logging handler, a library's stored
-    ``sys.stderr``; in a multirun's worker process, the next job) writes to the terminal stream
-    alone once the log is closed, instead of failing that job with "I/O operation on closed file".
+    It never fails its run over the terminal side: in a multirun's worker process (Hydra's
+    joblib launcher) the worker's own stderr was seen closed by the time a later job ran (every
+    ``isatty()`` then raised "I/O operation on closed file"), so a closed or missing terminal
+    stream is skipped and the log still gets everything. Closing the tee closes neither side;
+    whatever kept a reference to it after its run ended writes to the terminal alone.
     """
 
     def __init__(self, stream, log):
         self.stream, self.log = stream, log
         self._pending = ""
 
+    def _terminal(self):
+        s = self.stream
+        return s if s is not None and not getattr(s, "closed", False) else None
+
     def write(self, text: str) -> int:
-        n = self.stream.write(text)
+        terminal = self._terminal()
+        if terminal is not None:
+            terminal.write(text)
         buf = self._pending + text
         *lines, self._pending = buf.split("\n")
-        if not self.log.closed:  # a stream kept past its run (a handler, a worker) still reaches the terminal
+        if not self.log.closed:
             for line in lines:
                 self.log.write(line.rsplit("\r", 1)[-1] + "\n")
-        return n if n is not None else len(text)
+        return len(text)
 
     def flush(self) -> None:
-        self.stream.flush()
+        terminal = self._terminal()
+        if terminal is not None:
+            terminal.flush()
         if not self.log.closed:
             self.log.flush()
 
     def isatty(self) -> bool:
-        return self.stream.isatty()
+        terminal = self._terminal()
+        return bool(terminal is not None and terminal.isatty())
 
     def fileno(self) -> int:
-        return self.stream.fileno()
+        terminal = self._terminal()
+        if terminal is None:
+            raise io.UnsupportedOperation("fileno: the terminal stream is closed")
+        return terminal.fileno()
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+    def close(self) -> None:
+        """Closing the tee closes neither the terminal stream nor the run's log."""
 
     def __getattr__(self, name):
         return getattr(self.stream, name)

@@ -305,3 +305,23 @@ def test_a_stream_kept_after_its_run_still_writes_to_the_terminal(tmp_path, caps
     assert "after the run" in err and "a late warning" in err and "Logging error" not in err
     log = run.log_path.read_text()
     assert "inside the run" in log and "after the run" not in log
+
+
+def test_a_closed_terminal_stream_does_not_fail_the_run(tmp_path, monkeypatch):
+    """In a multirun's worker the process's own stderr was found closed by a later job: the run
+    goes on, its log still gets every line, and closing the tee closes nothing."""
+    import io
+
+    dead = io.StringIO()
+    dead.close()
+    monkeypatch.setattr(sys, "stderr", dead)
+    monkeypatch.setattr(sys, "__stderr__", dead)
+    run = RunDir(tmp_path / "run")
+    with run.logging_to_file():
+        assert sys.stderr.isatty() is False  # raised "I/O operation on closed file" before
+        print("still logged", file=sys.stderr, flush=True)
+        sys.stdout.close()
+        print("stdout still open", flush=True)
+    assert sys.stderr is dead and not sys.stdout.closed
+    log = run.log_path.read_text()
+    assert "still logged" in log and "stdout still open" in log
