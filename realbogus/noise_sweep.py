@@ -246,14 +246,12 @@ def aggregate(cfg: DictConfig, cells: list[Cell]) -> dict:
 
 def _restore_cells(cfg: DictConfig, cells: list[Cell], archive: Path) -> int:
     """Restore the cells whose folders are missing from their compact copies in ``archive``."""
-    from realbogus.evaluation.run_archive import is_archive, restore_planned
+    from realbogus.evaluation.run_archive import restore_planned
 
     n = 0
     for c in cells:
-        if not is_archive(archive / c.run_dir.name):
-            continue
-        outcome = restore_planned(archive, c.run_dir, c.epochs, compose_train(_cell_overrides(cfg, c.method, c.rate,
-                                                                                              c.seed)))
+        outcome = restore_planned(archive, c.run_dir, c.epochs,
+                                  lambda c=c: compose_train(_cell_overrides(cfg, c.method, c.rate, c.seed)))
         if outcome == "restored":
             n += 1
         elif outcome:

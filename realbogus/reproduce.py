@@ -188,7 +188,7 @@ def restore_archived(cfg: DictConfig, runs: list[Run]) -> list[Run]:
         return []
     restored = []
     for run in _unique(runs):
-        outcome = restore_planned(root, run.run_dir, run.epochs, compose_train(list(run.overrides)))
+        outcome = restore_planned(root, run.run_dir, run.epochs, lambda run=run: compose_train(list(run.overrides)))
         if outcome == "restored":
             restored.append(run)
         elif outcome:

@@ -590,3 +590,8 @@ def test_a_damaged_archive_is_refused_by_name(tmp_path, smoke_dir):
         restore_run(tmp_path, tmp_path / "back")
     with pytest.raises(DataError, match="already holds a run"):
         restore_run(arc, run)
+    (arc / "run_config.yaml").write_text("seed: 0\n")
+    (arc / "predictions.npz").write_bytes(b"not a zip")
+    with pytest.raises(DataError, match="predictions.npz: unreadable"):
+        restore_run(arc, tmp_path / "back")
+    assert not (tmp_path / "back").exists()

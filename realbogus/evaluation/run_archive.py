@@ -36,7 +36,8 @@ from realbogus.errors import DataError
 from realbogus.io import read_json, save_json
 from realbogus.rundir import RunDir
 
-__all__ = ["FORMAT", "COPIED", "archive_run", "restore_run", "archived_config", "is_archive", "archive_size", "manifest", "file_sha256"]
+__all__ = ["FORMAT", "COPIED", "archive_run", "restore_run", "archived_config", "is_archive", "archive_size", "manifest",
+           "file_sha256", "config_differences", "restore_planned", "archive_if_changed"]
 
 FORMAT = 1
 #: Files copied as they are, relative to the run folder (names from :class:`realbogus.rundir.RunDir`).
@@ -183,9 +184,12 @@ def restore_run(src: str | os.PathLike, run_dir: str | os.PathLike) -> Path:
             if (src / f"{name}.gz").is_file():
                 with gzip.open(src / f"{name}.gz", "rb") as fin, open(tmp / name, "wb") as fout:
                     shutil.copyfileobj(fin, fout)
-        with np.load(src / "predictions.npz", allow_pickle=False) as z:
-            cols = {k: z[k] for k in ("index", "score", "label", "true_label", "sensor_id", "mag")}
-            cols["kind"] = z["kind_names"][z["kind"]]
+        try:
+            with np.load(src / "predictions.npz", allow_pickle=False) as z:
+                cols = {k: z[k] for k in ("index", "score", "label", "true_label", "sensor_id", "mag")}
+                cols["kind"] = z["kind_names"][z["kind"]]
+        except (OSError, ValueError, KeyError, IndexError) as exc:  # zipfile.BadZipFile is an OSError
+            raise DataError(f"{src}/predictions.npz: unreadable ({exc})") from None
         write_predictions(tmp / PREDICTIONS, cols)
         for name, digest in files.items():
             if not (tmp / name).is_file() or file_sha256(tmp / name) != digest:
@@ -209,7 +213,6 @@ def manifest(src: str | os.PathLike) -> dict | None:
     return read_json(Path(src) / MANIFEST)
 
 
-
 def config_differences(src: str | os.PathLike, planned) -> list[str]:
     """How archive ``src``'s config differs from ``planned`` (a composed training config), by the
     resume rule of :mod:`realbogus.rundir` (display, scoring and precision keys do not count)."""
@@ -229,18 +232,18 @@ def restore_planned(root: str | os.PathLike, run_dir: str | os.PathLike, epochs:
 
     Returns ``"restored"``; ``""`` when there is nothing to do (no archive, or the folder already
     holds a run); otherwise why the archive was not used (another config, fewer epochs), and the
-    run is to be trained. ``planned`` is the run's composed training config.
+    run is to be trained. ``planned`` is the run's composed training config, or a function
+    returning it (called only when there is an archive to compare).
     """
     src, folder = Path(root) / Path(run_dir).name, RunDir(run_dir)
     if not is_archive(src) or folder.state() is not None or folder.checkpoint_dir.is_dir():
         return ""
-    diffs = config_differences(src, planned)
+    if not RunDir(src).is_done(epochs):  # the copy holds the files that decide it
+        return f"{src}: trained for fewer epochs than planned ({epochs}); not restored, to be trained"
+    diffs = config_differences(src, planned() if callable(planned) else planned)
     if diffs:
         return f"{src}: archived with another config ({', '.join(diffs[:3])}); not restored, to be trained"
     restore_run(src, run_dir)
-    if not folder.is_done(epochs):
-        shutil.rmtree(run_dir)
-        return f"{src}: trained for fewer epochs than planned ({epochs}); not restored, to be trained"
     return "restored"
 
 
@@ -255,5 +258,3 @@ def archive_if_changed(root: str | os.PathLike, run_dir: str | os.PathLike, epoc
         return None
     return archive_run(folder.path, dest)
 
-
-__all__ += ["config_differences", "restore_planned", "archive_if_changed"]
