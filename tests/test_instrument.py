@@ -329,3 +329,42 @@ def test_gaussian_noise_peaks_follow_the_gaussian_tail():
     assert 0.3 < (out["snr"] > 7.0).mean() < 0.45  # half the peaks, (5/7)^1 of them beyond 7
     with pytest.raises(ConfigError, match="noise_peak_snr"):
         resolve_config({"bogus": {"noise_peak_snr": "poisson"}})
+
+
+def _residuals(kind: str, n: int, seed: int, **bogus):
+    cfg = instrument_preset("ztf")
+    cfg["bogus"].update(bogus)
+    return generate_kind(kind, n, cfg=dict(cfg, background=QUIET), seed=seed)
+
+
+@pytest.mark.parametrize("kind", ["bright_star_residual", "star_core_residual"])
+def test_selected_star_residuals_are_detections_whose_snr_grows_with_the_star(kind):
+    """``star_residual_snr: selected`` (the ZTF preset's): the errors keep their drawn size, so the
+    residual is a fixed small fraction of its star and bright core residuals sit on bright stars;
+    every stored candidate is a positive detection (errors scaled to a drawn S/N could not always
+    reach it: the older ``scaled`` law left a quarter of the core residuals negative as stored)."""
+    out = _residuals(kind, 600, seed=11)
+    assert instrument_preset("ztf")["bogus"]["star_residual_snr"] == "selected"
+    assert np.mean(out["snr"] > 3.0) > 0.95  # detected, and positive as stored (fadings negated)
+    if kind == "star_core_residual":
+        ref = out["images"][..., 1]
+        ref_flux = (ref - np.median(ref, axis=(1, 2), keepdims=True))[:, 4:25, 4:25].sum(axis=(1, 2))
+        rho = np.corrcoef(np.argsort(np.argsort(ref_flux)), np.argsort(np.argsort(out["snr"])))[0, 1]
+        assert rho > 0.3, rho  # Spearman correlation of the star's flux and the residual's S/N
+        diff = out["images"][..., 2]
+        core = np.abs(diff[:, 11:18, 11:18].sum(axis=(1, 2)) - 49 * np.median(diff, axis=(1, 2)))
+        assert np.median(core / ref_flux) < 0.05  # a few per cent of the star, as its errors are
+        assert 0.3 < out["fading"].mean() < 0.7  # the errors go either way
+
+
+def test_selected_star_residual_snr_follows_the_star_counts():
+    """Known answer: a residual detected above S/N 5 on stars counted as N(> F) ~ F^-alpha has
+    P(S/N > 20) = (5 / 20)^alpha below the brightest stars' cut: 0.06 for alpha 2, 0.5 for 0.5."""
+    steep = _residuals("star_core_residual", 800, seed=12, star_counts_slope=2.0)["snr"]
+    flat = _residuals("star_core_residual", 800, seed=12, star_counts_slope=0.5)["snr"]
+    assert np.mean(steep > 20) < 0.15
+    assert 0.25 < np.mean(flat > 20) < 0.6
+    with pytest.raises(ConfigError, match="star_residual_snr"):
+        resolve_config({"bogus": {"star_residual_snr": "pareto"}})
+    with pytest.raises(ConfigError, match="star_counts_slope"):
+        resolve_config({"bogus": {"star_counts_slope": 0}})

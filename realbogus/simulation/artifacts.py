@@ -21,8 +21,13 @@ Subtraction residuals (star rendered in the new image and, with an error, in the
   lies 1.5-6 pixels from a star between a twentieth of and 1.5 times its saturation level, in
   what its subtraction leaves: the core's dipole or ring (its own registration, width and
   scaling errors), the wings (an aureole holding 3-12% of the light that the matching kernel
-  gets wrong by ~20%), diffraction spikes (``instrument.spikes``) and, on CCDs, bleed trails;
-  the errors are scaled together so that the residual reaches the drawn detection S/N.
+  gets wrong by ~20%), diffraction spikes (``instrument.spikes``) and, on CCDs, bleed trails.
+  Its S/N (``bogus.star_residual_snr``): ``scaled`` scales the errors together so that the
+  residual reaches a drawn Pareto S/N (clipped at 4x, so a quarter of the core residuals below
+  ended negative as stored); ``selected`` (the ZTF preset's) keeps the errors at their drawn size
+  and draws the star from the bright star counts, conditioned on the residual being detected.
+- ``star_core_residual`` (off in the Tomo-e preset): the same stars and errors with the detection
+  on the core, either sign (a fading where the camera detects on the negated difference).
 
 Detector and environment (new image only; ``post`` marks read-out offsets without shot noise)
 - ``cosmic_ray``: compact spots (Gaussian, sigma 0.3-1.1 pixel: the wider ones look like a
@@ -320,6 +325,11 @@ def _residual_of_bright_star(scene, rows, rng, cfg, kind: str, on_core: bool):
                              fwhm_scale=c.match_width[rows] * (1.0 + lam * err_width))
         return core + halo * f32(1.0 + lam * err_halo) + spikes * f32(1.0 + lam * err_spike)
 
+    if cfg["bogus"]["star_residual_snr"] == "selected":
+        flux, lam = _select_detected_residuals(scene, rows, rng, cfg, on_core, new, matched, sat_flux,
+                                               (dx, dy, err_width, err_scale, err_halo, err_spike))
+        _add_bright_star(scene, rows, cfg, flux, lam, new, matched, sx, sy, a, length, halo)
+        return
     # The residual is nearly linear in the errors: scale them (by up to 4, either sign) so the
     # detection reaches its drawn S/N, on top of what the image's own matching errors leave.
     snr = detection_snr(rng, n, kind, cfg)
@@ -338,12 +348,96 @@ def _residual_of_bright_star(scene, rows, rng, cfg, kind: str, on_core: bool):
     s0 = stat(np.zeros(n))
     lam = secant(0.0, s0, 1.0, stat(np.ones(n)))
     lam = np.where(np.abs(lam) > 1e-3, secant(0.0, s0, lam, stat(lam)), lam)  # one refinement
+    _add_bright_star(scene, rows, cfg, flux, lam, new, matched, sx, sy, a, length, halo)
+
+
+def _add_bright_star(scene, rows, cfg, flux, lam, new, matched, sx, sy, a, length, halo):
+    """Put the star in the new image, the reference and (with its errors x ``lam``) the matched one."""
+    c = scene.c
+    f32 = lambda v: np.asarray(v, np.float32)[:, None, None]  # noqa: E731
+    strength = float(cfg["instrument"]["spikes"][0])
     scene.new[rows] += new * f32(flux)
     ref = scene.psf_ref(rows, sx, sy, 1.0) + halo
     if strength > 0:
         ref += strength * _spikes(sx, sy, a, c.fwhm_ref[rows] / 2.3548, length)
     scene.ref[rows] += ref * f32(flux)
     scene.match[rows] += matched(lam) * f32(flux)
+
+
+#: Range of the stars whose residuals ``star_residual_snr: selected`` draws, in units of the flux
+#: that fills the full well at the PSF's peak (the brighter ones are ``saturated_star``'s).
+_RESIDUAL_STAR_RANGE = (0.005, 1.5)
+#: Draws of a star's errors before the rows still undetectable on the brightest star take
+#: errors scaled up to the threshold.
+_RESIDUAL_DRAWS = 8
+
+
+def _select_detected_residuals(scene, rows, rng, cfg, on_core, new, matched, sat_flux, errors):
+    """Star flux and error sign of residuals that the survey detects (``star_residual_snr: selected``).
+
+    Physics instead of a drawn S/N: each star keeps its errors at their drawn size (``lam`` = +-1),
+    so the residual is a fixed fraction of the star, and its detection S/N grows with the star's
+    flux. Stars come from the bright end of the star counts, N(> F) ~ F^-alpha
+    (``bogus.star_counts_slope``), between ``_RESIDUAL_STAR_RANGE`` x the saturating flux; a
+    sample is a *detected* residual, so the flux is drawn from that law conditioned on the S/N
+    reaching ``bogus.detection_snr``, which is the law truncated below at threshold / (S/N per unit
+    flux). The detected S/N is then a Pareto law of index alpha above the threshold, cut where the
+    brightest stars stop; bright residuals sit on bright stars. Errors too small to be seen on the
+    brightest star are drawn again (up to ``_RESIDUAL_DRAWS`` times; the rest are scaled up to the
+    threshold on the brightest star). On the core, the errors go either way: with
+    ``instrument.negative_detections`` a residual that leaves the core negative is a fading
+    (stored negated); without it, and off the core, the sign that leaves a positive detection is
+    taken. ``errors`` are the arrays of the star's errors, redrawn in place.
+    """
+    n = len(rows)
+    c = scene.c
+    b = cfg["bogus"]
+    thr = float(b["detection_snr"])
+    alpha = float(b["star_counts_slope"])
+    lo = sat_flux * _RESIDUAL_STAR_RANGE[0]
+    hi = _cap_flux(scene, rows, sat_flux * _RESIDUAL_STAR_RANGE[1])
+    norm1 = 1.0 / np.sqrt(c.var_diff[rows] * scene.psf_norm2[rows])
+    either_sign = on_core and bool(cfg["instrument"]["negative_detections"])
+    scales = np.array([0.1, 0.1, 0.04, 0.02, 0.2, 0.2])  # the errors' rms, as drawn by the caller
+
+    def unit_snr(lam):  # detection S/N per unit flux of the star
+        return norm1 * np.einsum("nij,nij->n", new - matched(lam), scene.psf_c[rows])
+
+    g = np.zeros(n)
+    sign = np.ones(n)
+    pending = np.ones(n, bool)
+    for attempt in range(_RESIDUAL_DRAWS):
+        if attempt:
+            draws = rng.normal(0.0, 1.0, (6, int(pending.sum()))) * scales[:, None]
+            for arr, d in zip(errors, draws):
+                arr[pending] = d
+        g_plus, g_minus = unit_snr(np.ones(n)), unit_snr(-np.ones(n))
+        if either_sign:  # one sign, as likely as the other; a negative core is a fading
+            pick = np.where(rng.random(n) < 0.5, 1.0, -1.0)
+            g_new = np.where(pick > 0, g_plus, g_minus)
+        else:  # the sign that leaves the larger positive detection
+            pick = np.where(g_plus >= g_minus, 1.0, -1.0)
+            g_new = np.maximum(g_plus, g_minus)
+        g = np.where(pending, g_new, g)
+        sign = np.where(pending, pick, sign)
+        pending = np.abs(g) * hi < thr if either_sign else g * hi < thr
+        if not pending.any():
+            break
+    gabs = np.abs(g)
+    fmin = np.clip(thr / np.maximum(gabs, 1e-30), lo, hi)
+    u = rng.random(n)
+    flux = fmin * (1.0 - u * (1.0 - (fmin / hi) ** alpha)) ** (-1.0 / alpha)
+    lam = sign.copy()
+    if pending.any():  # still too faint on the brightest star: errors scaled up to the threshold
+        flux[pending] = hi[pending]
+        s0 = unit_snr(np.zeros(n)) * hi
+        s1 = unit_snr(sign) * hi
+        target = thr * np.where(either_sign & (g < 0), -1.0, 1.0)
+        step = (target - s0) / np.where(np.abs(s1 - s0) > 1e-9, s1 - s0, 1e-9)
+        lam = np.where(pending, np.clip(step, -4.0, 4.0) * sign, lam)
+    if either_sign:
+        scene.fading[rows[g < 0]] = True
+    return flux, lam
 
 
 # ------------------------------------------------------------------ detector and environment

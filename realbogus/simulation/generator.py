@@ -172,6 +172,8 @@ DEFAULTS: dict = {
         },
         "noise_peak_snr": "pareto",
         "noise_excess": [0.1, 3.0],
+        "star_residual_snr": "scaled",
+        "star_counts_slope": 0.75,
         "dipole_offset_median": 0.25,
         "cosmic_ray_mix": {"spot": 0.35, "track": 0.45, "worm": 0.20},
         "cosmic_ray_spot_sigma_max": 0.75,
@@ -218,6 +220,7 @@ _ADDED_DEFAULTS = (
     "instrument.optics_fwhm", "instrument.exposures", "instrument.spikes", "instrument.masked_fraction",
     "conditions.bad_seeing_range", "bogus.snr_slope.bright_star_residual", "bogus.noise_peak_snr",
     "bogus.noise_excess", "instrument.negative_detections", "bogus.snr_slope.star_core_residual",
+    "bogus.star_residual_snr", "bogus.star_counts_slope",
 )
 
 
@@ -409,6 +412,11 @@ def _check_instrument(out: dict) -> None:
     b = out["bogus"]
     if b["noise_peak_snr"] not in ("pareto", "gaussian"):
         raise ConfigError(f"simulation config: bogus.noise_peak_snr must be pareto or gaussian, got {b['noise_peak_snr']!r}")
+    if b["star_residual_snr"] not in ("scaled", "selected"):
+        raise ConfigError(f"simulation config: bogus.star_residual_snr must be scaled or selected, "
+                          f"got {b['star_residual_snr']!r}")
+    if not float(b["star_counts_slope"]) > 0:
+        raise ConfigError(f"simulation config: bogus.star_counts_slope must be > 0, got {b['star_counts_slope']!r}")
     share, index = (float(v) for v in b["noise_excess"])
     if not (0.0 <= share <= 1.0 and index > 0):
         raise ConfigError(f"simulation config: bogus.noise_excess must be [share in 0-1, Pareto index > 0], "
