@@ -624,7 +624,8 @@ SUMMARY_LABELS: dict[str, str] = {
     "snr_real": "candidate S/N, median: reals",
     "snr_bogus": "candidate S/N, median: bogus",
     "snr_scatter": "candidate S/N filter on empty background: scatter",
-    "recorded_snr_real": "recorded S/N, median: reals (simulator's `snr`; ZTF 1.0857 / `sigmapsf`)",
+    "recorded_snr_real": "recorded S/N, median: reals (simulator's `snr`; ZTF 1.0857 / `sigmapsf`, "
+                         "not on the candidate S/N's scale)",
 }
 
 
