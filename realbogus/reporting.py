@@ -747,7 +747,9 @@ def _section_ztf_cameras(cfg, out: list[str], fig: str) -> None:
             f"From `{fig}/ztf_side_by_side/comparison.csv`, written by `python -m realbogus.realdata` with a list "
             "of models (the commands and the simulated-test numbers of each row are in README, \"A model per "
             "camera, side by side\"). Rows named `ztf_v1_*` were trained on the ZTF preset before it simulated "
-            "fadings and core residuals; fading alerts are scored as each model learned them (`orient=auto`).", "",
+            "fadings and core residuals, `ztf_scaled_*` on the preset with its bright-star residuals scaled to a "
+            "drawn S/N (`bogus.star_residual_snr=scaled`) instead of selected by detection; fading alerts are "
+            "scored as each model learned them (`orient=auto`).", "",
             "| model | run | AUC vs `drb` (95% CI) | reals scored real | bogus scored bogus |",
             "| --- | --- | ---: | ---: | ---: |"]
     for r in rows:
