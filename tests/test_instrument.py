@@ -368,3 +368,5 @@ def test_selected_star_residual_snr_follows_the_star_counts():
         resolve_config({"bogus": {"star_residual_snr": "pareto"}})
     with pytest.raises(ConfigError, match="star_counts_slope"):
         resolve_config({"bogus": {"star_counts_slope": 0}})
+    with pytest.raises(ConfigError, match="wrong type.*'steep'"):  # one line, not a traceback
+        resolve_config({"bogus": {"star_counts_slope": "steep"}})

@@ -48,6 +48,7 @@ __all__ = [
     "background_statistics",
     "radial_profiles",
     "point_source_fwhm",
+    "candidate_filter",
     "statistics_table",
     "plot_statistic_histograms",
     "plot_profiles",
@@ -514,6 +515,24 @@ def on_template_source(images: np.ndarray, min_snr: float | None = None) -> np.n
     return template_peak_snr(images) >= (SOURCE_SNR if min_snr is None else float(min_snr))
 
 
+def candidate_filter(images: np.ndarray, fwhm, channel: int = 2, exclude_radius: float = 6.0):
+    """The pieces of :func:`candidate_snr`: ``(d, g, sigma)``.
+
+    ``d`` (N, H, W) is the channel minus its robust sky, masked (zero) pixels kept at 0; ``g``
+    (N, H, W) the round Gaussian filter of FWHM ``fwhm`` at the central pixel; ``sigma`` (N,) the
+    robust noise beyond ``exclude_radius``. The S/N is ``sum(d g) / (sigma sqrt(sum g^2))``.
+    """
+    x = np.asarray(images, dtype=np.float64)[..., channel]
+    n, size, _ = x.shape
+    r = _centre_distance(size)
+    valid = x != 0.0  # masked pixels: left out of the noise, contribute nothing to the sum
+    sky, noise = _robust_sky_noise(x, valid & (r >= exclude_radius)[None])
+    sigma = np.broadcast_to(np.asarray(fwhm, dtype=np.float64), (n,)) / GAUSSIAN_FWHM_PER_SIGMA
+    g = np.exp(-(r[None] ** 2) / (2.0 * sigma[:, None, None] ** 2))
+    d = np.where(valid, x - sky[:, None, None], 0.0)
+    return d, g, noise
+
+
 def candidate_snr(images: np.ndarray, fwhm, channel: int = 2, exclude_radius: float = 6.0) -> np.ndarray:
     """PSF-matched S/N of the difference at the stamp centre, measured on the stamp alone.
 
@@ -544,14 +563,7 @@ def candidate_snr(images: np.ndarray, fwhm, channel: int = 2, exclude_radius: fl
     numpy.ndarray
         (N,) S/N; NaN where the background has no noise to measure.
     """
-    x = np.asarray(images, dtype=np.float64)[..., channel]
-    n, size, _ = x.shape
-    r = _centre_distance(size)
-    valid = x != 0.0  # masked pixels: left out of the noise, contribute nothing to the sum
-    sky, noise = _robust_sky_noise(x, valid & (r >= exclude_radius)[None])
-    sigma = np.broadcast_to(np.asarray(fwhm, dtype=np.float64), (n,)) / GAUSSIAN_FWHM_PER_SIGMA
-    g = np.exp(-(r[None] ** 2) / (2.0 * sigma[:, None, None] ** 2))
-    d = np.where(valid, x - sky[:, None, None], 0.0)
+    d, g, noise = candidate_filter(images, fwhm, channel, exclude_radius)
     with np.errstate(invalid="ignore", divide="ignore"):
         snr = (d * g).sum(axis=(1, 2)) / (noise * np.sqrt((g**2).sum(axis=(1, 2))))
     return np.where(noise > 0, snr, np.nan)

@@ -403,14 +403,10 @@ def measure(stamps: np.ndarray, fields: Mapping[str, np.ndarray], fwhm: float | 
             fwhm = float(np.nanmedian(R.point_source_fwhm(stamps)))
     fwhm = float(fwhm)
     ours = R.candidate_snr(stamps, fwhm, exclude_radius=EXCLUDE_RADIUS)
-    # the estimator's pieces, as candidate_snr computes them
-    x = stamps[..., 2]
+    d, g, noise = R.candidate_filter(stamps, fwhm, exclude_radius=EXCLUDE_RADIUS)  # the estimator's pieces
+    valid = stamps[..., 2] != 0.0
     r = R._centre_distance(size)
-    valid = x != 0.0
-    sky, noise = R._robust_sky_noise(x, valid & (r >= EXCLUDE_RADIUS)[None])
-    d = np.where(valid, x - sky[:, None, None], 0.0)
-    g = np.exp(-(r**2) / (2.0 * (fwhm / R.GAUSSIAN_FWHM_PER_SIGMA) ** 2))
-    sum_g, sum_g2 = g.sum(), (g**2).sum()
+    sum_g, sum_g2 = g[0].sum(), (g[0] ** 2).sum()  # one filter for every alert
     f = {k: np.asarray(fields[k], np.float64) for k in PACKET_FIELDS}
     with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
         F_ours = (d * g).sum(axis=(1, 2)) * sum_g / sum_g2

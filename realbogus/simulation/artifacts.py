@@ -290,6 +290,11 @@ def _star_core_residual(scene, rows, rng, cfg):
     _residual_of_bright_star(scene, rows, rng, cfg, "star_core_residual", on_core=True)
 
 
+#: RMS of a bright star's own subtraction errors: registration x and y (pixels), kernel width,
+#: scaling, aureole and spikes (relative).
+_STAR_ERROR_RMS = (0.1, 0.1, 0.04, 0.02, 0.2, 0.2)
+
+
 def _residual_of_bright_star(scene, rows, rng, cfg, kind: str, on_core: bool):
     n = len(rows)
     c = scene.c
@@ -308,8 +313,8 @@ def _residual_of_bright_star(scene, rows, rng, cfg, kind: str, on_core: bool):
     # This star's subtraction errors, up to a common factor: registration (0.1 px rms), kernel
     # width (4%), scaling (2%), and the wings -- an aureole (a broad Moffat, beta 1.6-2.2, 3-6
     # times the core's FWHM, 3-12% of the light) and the spikes -- reproduced to 20% (rms).
-    dx, dy = rng.normal(0.0, 0.1, (2, n))
-    err_width, err_scale, err_halo, err_spike = rng.normal(0.0, 1.0, (4, n)) * np.array([[0.04], [0.02], [0.2], [0.2]])
+    dx, dy = rng.normal(0.0, _STAR_ERROR_RMS[0], (2, n))
+    err_width, err_scale, err_halo, err_spike = rng.normal(0.0, 1.0, (4, n)) * np.array(_STAR_ERROR_RMS[2:])[:, None]
     halo = _psf.moffat(sx, sy, rng.uniform(0.03, 0.12, n), c.fwhm_new[rows] * rng.uniform(3.0, 6.0, n),
                        rng.uniform(1.6, 2.2, n))
     strength, angle = (float(v) for v in cfg["instrument"]["spikes"])
@@ -398,7 +403,7 @@ def _select_detected_residuals(scene, rows, rng, cfg, on_core, new, matched, sat
     hi = _cap_flux(scene, rows, sat_flux * _RESIDUAL_STAR_RANGE[1])
     norm1 = 1.0 / np.sqrt(c.var_diff[rows] * scene.psf_norm2[rows])
     either_sign = on_core and bool(cfg["instrument"]["negative_detections"])
-    scales = np.array([0.1, 0.1, 0.04, 0.02, 0.2, 0.2])  # the errors' rms, as drawn by the caller
+    scales = np.array(_STAR_ERROR_RMS)
 
     def unit_snr(lam):  # detection S/N per unit flux of the star
         return norm1 * np.einsum("nij,nij->n", new - matched(lam), scene.psf_c[rows])

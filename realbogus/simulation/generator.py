@@ -292,8 +292,16 @@ def resolve_config(cfg=None) -> dict:
     Raises
     ------
     ConfigError
-        On unknown keys, negative sizes, rates outside [0, 0.5), unknown kinds or gain mode.
+        On unknown keys, negative sizes, rates outside [0, 0.5), unknown kinds or gain mode, and on
+        a value of the wrong type (a word where a number belongs).
     """
+    try:
+        return _resolve_config(cfg)
+    except (TypeError, ValueError) as exc:  # float("abc"), int(None), len(3.0) in the checks below
+        raise ConfigError(f"simulation config: a value of the wrong type ({exc})") from None
+
+
+def _resolve_config(cfg) -> dict:
     user = _to_plain(cfg)
     test_cond = dict(user.pop("test_conditions", None) or {})
     out = _deep_merge(DEFAULTS, user)
